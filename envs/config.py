@@ -1,0 +1,28 @@
+"""Task-set configuration: which tasks a run plays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.config_loader import doc
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    env: str = doc("calculator", "environment whose seeded generator makes the tasks when no path is given")
+    path: str | None = doc(None, "a Parquet task file in the task schema (DESIGN.md); overrides the generator")
+    num_tasks: int = doc(32, "tasks generated (or taken from the file's start) for this run")
+    split: str = doc("train", "generator split; held-out splits never share tasks with train")
+    seed: int = doc(0, "generator seed")
+
+    def validate(self) -> list[str]:
+        from envs import ENVS
+
+        problems = []
+        if self.path is None and self.env not in ENVS:
+            problems.append(f"env: unknown env {self.env!r}. Fix: use one of {sorted(ENVS)}")
+        if self.path is None and self.split not in ("train", "val", "test"):
+            problems.append(f"split: unknown split {self.split!r}. Fix: use train, val or test")
+        if self.num_tasks < 1:
+            problems.append(f"num_tasks: must be >= 1, got {self.num_tasks}. Fix: set a positive integer")
+        return problems

@@ -1,0 +1,71 @@
+"""Play episodes with the current policy and write them to Parquet with a readable summary.
+
+    python -m jobs.rollout                                   # local Ray, CPU, SmolLM2, 32 calculator tasks
+    python -m jobs.rollout --config configs/rollout.yaml tasks.num_tasks=64 rollout.temperature=0.7
+    ray job submit --working-dir . -- python -m jobs.rollout --config configs/rollout.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from actors.remote import rollout_worker_resources, start_rollout_workers
+from actors.trajectory import write_parquet
+from cluster.connect import check_plan, connect
+from cluster.model import resolve_model
+from envs.task_source import load_tasks
+from jobs.config import RunConfig, make_run_dir
+from jobs.config_loader import ConfigError, describe, load_config
+from jobs.summary import format_summary, summarize
+
+
+def parse_args(argv: list[str] | None, doc: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config (see configs/); fields not given keep their defaults")
+    parser.add_argument("--list-fields", action="store_true", help="print every config field with its doc")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.temperature=0.7")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__)
+    if args.list_fields:
+        print(describe(RunConfig))
+        return 0
+    try:
+        cfg = load_config(RunConfig, args.config, args.overrides)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    tasks = load_tasks(cfg.tasks)  # bad task files fail here, before any actor starts
+    run_dir = make_run_dir(cfg)
+    print(f"run directory: {run_dir}")
+
+    available = connect(cfg.ray)
+    check_plan({"rollout": rollout_worker_resources(cfg.rollout)}, available)
+    model_path = str(resolve_model(cfg.model.name))
+    workers = start_rollout_workers(model_path, cfg.rollout)
+
+    import ray
+
+    started = time.perf_counter()
+    shards = [tasks[i:: len(workers)] for i in range(len(workers))]
+    results = ray.get([w.run_episodes.remote(shard) for w, shard in zip(workers, shards) if shard])
+    trajectories = [t for batch in results for t in batch]
+    wall = time.perf_counter() - started
+
+    write_parquet(trajectories, run_dir / "trajectories" / "rollout.parquet")
+    summary = summarize(trajectories, wall)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    text = format_summary(summary)
+    (run_dir / "summary.md").write_text(f"# rollout summary\n\n```\n{text}\n```\n")
+    print(text)
+    print(f"trajectories: {run_dir / 'trajectories' / 'rollout.parquet'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

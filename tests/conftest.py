@@ -1,0 +1,56 @@
+"""Session-wide fixtures: one Ray cluster, one vLLM rollout worker, one tokenizer (DESIGN.md test budget).
+
+Engine start costs ~40 s here, so every integration test shares the one worker; tests that load adapters use
+version numbers of their own and leave the worker serving version 0 afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# A 2-core machine: the local cluster advertises 4 logical CPUs so a rollout worker, a reward actor and learner
+# workers can all be placed (they mostly wait on each other); said plainly in docs/testing.md.
+TEST_RAY_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    from cluster.model import resolve_model
+
+    return str(resolve_model("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(num_cpus=TEST_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def rollout_cfg():
+    from actors.config import RolloutConfig
+
+    return RolloutConfig(kv_cache_gib=1.0, max_model_len=2048, max_num_seqs=32, max_loras=2, keep_versions=2,
+                         max_lora_rank=16, max_turns=3, max_tokens_per_turn=96, max_total_tokens=900)
+
+
+@pytest.fixture(scope="session")
+def rollout_worker(ray_cluster, model_path, rollout_cfg):
+    from actors.remote import start_rollout_workers
+
+    (worker,) = start_rollout_workers(model_path, rollout_cfg)
+    yield worker
+    ray_cluster.kill(worker)
