@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from cluster.connect import PlanDoesNotFitError, check_plan
+from cluster.model import ModelNotFoundError, resolve_model
+
+
+def test_shipped_model_resolves_offline_to_safetensors(model_path):
+    path = resolve_model("smollm2-135m")
+    assert str(path) == model_path
+    assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    assert resolve_model(str(path)) == path  # a local directory is taken as is
+
+
+def test_missing_path_and_unknown_id_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache.*smollm2-135m"):
+        resolve_model("some-org/some-model-that-is-not-cached")
+
+
+def test_plan_that_cannot_fit_names_the_missing_resource():
+    check_plan({"rollout": {"CPU": 1.0, "GPU": 0.0}}, {"CPU": 2.0})
+    with pytest.raises(PlanDoesNotFitError, match=r"GPU: need 2, cluster has 0"):
+        check_plan({"rollout": {"CPU": 1.0, "GPU": 2.0}, "learner": {"CPU": 1.0}}, {"CPU": 4.0})
+    with pytest.raises(PlanDoesNotFitError, match=r"CPU: need 3, cluster has 2"):
+        check_plan({"rollout": {"CPU": 2.0}, "learner": {"CPU": 1.0}}, {"CPU": 2.0})
