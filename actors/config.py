@@ -8,6 +8,9 @@ from jobs.config_loader import doc
 
 # vLLM only accepts these LoRA ranks for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Sync-verification tolerances by engine dtype, per token, vs an fp32 learner: (absolute, change). Measured in
+# docs/design.md: an fp32 engine agrees to ~1e-5; bf16 LoRA serving is off by ~0.05 per adapter.
+ENGINE_DTYPES = {"float32": (0.002, 0.002), "bfloat16": (0.08, 0.08), "float16": (0.08, 0.08)}
 
 
 @dataclass(frozen=True)
@@ -15,7 +18,9 @@ class RolloutConfig:
     num_workers: int = doc(1, "rollout worker actors, one vLLM engine each; 1 fits a 2-core machine")
     num_cpus_per_worker: float = doc(1.0, "Ray CPUs reserved per worker; fractional so small machines fit")
     num_gpus_per_worker: float = doc(0.0, "Ray GPUs per worker; 1 on GPU clusters, 0 on CPU")
-    dtype: str = doc("bfloat16", "engine dtype; bf16 is what vLLM-CPU and GPUs run fastest")
+    dtype: str = doc("float32", "engine dtype. fp32 on CPU: logprobs match the fp32 learner to 1e-5 and LoRA serving "
+                                "costs ~15% vs bf16, whose LoRA path adds ~0.05/token noise (docs/design.md); "
+                                "bfloat16 on GPUs")
     max_model_len: int = doc(2048, "tokens of context per episode the engine reserves room for")
     kv_cache_gib: float = doc(2.0, "VLLM_CPU_KVCACHE_SPACE on CPU, GiB; 2 GiB holds ~90k tokens of SmolLM2")
     gpu_memory_utilization: float = doc(0.5, "fraction of GPU memory vLLM may take on GPU machines")
@@ -31,7 +36,7 @@ class RolloutConfig:
     max_tokens_per_turn: int = doc(128, "new tokens per assistant turn")
     max_total_tokens: int = doc(1024, "prompt + completion tokens per episode before it is cut as truncated")
     tool_timeout_s: float = doc(5.0, "seconds a tool call may take before it returns a timeout error")
-    samples_per_task: int = doc(1, "episodes per task (group size for GRPO/RLOO)")
+    samples_per_task: int = doc(4, "episodes per task: the GRPO/RLOO group size")
     seed: int = doc(0, "base seed; each episode's requests get a seed derived from it, the task and sample index")
 
     def validate(self) -> list[str]:
@@ -51,6 +56,8 @@ class RolloutConfig:
         if self.max_total_tokens > self.max_model_len:
             problems.append(f"max_total_tokens: {self.max_total_tokens} exceeds max_model_len "
                             f"{self.max_model_len}. Fix: lower max_total_tokens or raise max_model_len")
+        if self.dtype not in ENGINE_DTYPES:
+            problems.append(f"dtype: {self.dtype!r} unsupported. Fix: use one of {sorted(ENGINE_DTYPES)}")
         if self.kv_cache_gib <= 0:
             problems.append(f"kv_cache_gib: must be > 0, got {self.kv_cache_gib}. Fix: use e.g. 2.0")
         if self.num_cpus_per_worker < 0 or self.num_gpus_per_worker < 0:

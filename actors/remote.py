@@ -5,6 +5,9 @@ from __future__ import annotations
 from actors.config import RolloutConfig
 from actors.rollout_worker import RolloutWorker
 
+REWARD_CPUS = 0.1  # scoring is cheap Python; a whole CPU would not fit next to the engine on 2 cores
+POOL_CPUS = 0.1  # the pool only waits on workers
+
 
 def rollout_worker_resources(cfg: RolloutConfig) -> dict[str, float]:
     return {"CPU": cfg.num_cpus_per_worker * cfg.num_workers, "GPU": cfg.num_gpus_per_worker * cfg.num_workers}
@@ -20,3 +23,24 @@ def start_rollout_workers(model_path: str, cfg: RolloutConfig) -> list:
     workers = [actor.remote(model_path, cfg, worker_index=i) for i in range(cfg.num_workers)]
     ray.get([w.ping.remote() for w in workers])
     return workers
+
+
+def start_reward_actor(cfg):
+    """The reward actor: light, so a fraction of a CPU."""
+    import ray
+
+    from rewards.reward_actor import RewardActor
+
+    return ray.remote(RewardActor).options(num_cpus=REWARD_CPUS).remote(cfg)
+
+
+def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_step: int, seed: int,
+                       engine_dtype: str, out_dir: str):
+    """The pool runs requests from several learner ranks at once (they block on the same step's batch)."""
+    import ray
+
+    from actors.rollout_pool import RolloutPool
+
+    return ray.remote(RolloutPool).options(num_cpus=POOL_CPUS, max_concurrency=8).remote(
+        workers, reward_actor, tasks, tasks_per_step=tasks_per_step, seed=seed, engine_dtype=engine_dtype,
+        out_dir=out_dir)

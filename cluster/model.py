@@ -109,3 +109,38 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     (tmp / "DONE").write_text(f"converted from {gguf}\n")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+def merged_model(base_path: str | Path, adapter_dir: str | Path) -> Path:
+    """The base with a warm-start adapter merged in, cached by the adapter's checksum (DESIGN.md reference policy).
+
+    RL then treats this as its base: the reference (adapter off) is the SFT policy, still with one copy of weights.
+    """
+    from actors.adapters import checksum, read_adapter_dir
+
+    key = checksum(read_adapter_dir(adapter_dir))
+    target = cache_root() / "models" / f"{Path(base_path).name}-merged-{key}"
+    if (target / "DONE").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "DONE").exists():
+            _merge(Path(base_path), Path(adapter_dir), target)
+    return target
+
+
+def _merge(base_path: Path, adapter_dir: Path, target: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    (tmp / "DONE").write_text(f"{base_path} + {adapter_dir}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)

@@ -10,6 +10,8 @@ from actors.config import RolloutConfig
 from cluster.config import ModelConfig, RayConfig
 from envs.config import TaskConfig
 from jobs.config_loader import doc, save_config
+from learners.config import LearnerConfig
+from rewards.config import RewardConfig
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,49 @@ class RunSection:
 
 
 @dataclass(frozen=True)
+class TrainSection:
+    steps: int = doc(8, "RL steps (rollout -> reward -> update -> sync); ~1.5 min each on 2 CPU cores")
+    tasks_per_step: int = doc(8, "tasks per step; episodes per step = tasks_per_step * rollout.samples_per_task")
+    checkpoint_every: int = doc(2, "steps between checkpoints (adapter, optimizer, step, RNG, task cursor)")
+    init_adapter: str | None = doc(None, "warm-start (SFT) adapter; merged into the base, which is then the "
+                                         "reference, and RL trains a fresh adapter on top")
+    max_failures: int = doc(2, "learner-group restarts from the latest checkpoint before the run fails")
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("steps", "tasks_per_step", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
+        if self.init_adapter and not Path(self.init_adapter).expanduser().is_dir():
+            problems.append(f"init_adapter: {self.init_adapter} is not a directory. Fix: run "
+                            "`python -m jobs.sft` and pass the adapter directory it prints, or null")
+        return problems
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = doc(RunSection(), "run name and output location")
     model: ModelConfig = doc(ModelConfig(), "the policy's base model")
     ray: RayConfig = doc(RayConfig(), "which Ray cluster to use")
     rollout: RolloutConfig = doc(RolloutConfig(), "rollout workers: engine and episode limits")
     tasks: TaskConfig = doc(TaskConfig(), "the tasks to play")
+    reward: RewardConfig = doc(RewardConfig(), "reward components and weights")
+    learner: LearnerConfig = doc(LearnerConfig(), "the RL update and the learner group")
+    train: TrainSection = doc(TrainSection(), "the training loop")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.learner.lora.rank > self.rollout.max_lora_rank:
+            problems.append(f"learner.lora.rank: {self.learner.lora.rank} exceeds rollout.max_lora_rank "
+                            f"{self.rollout.max_lora_rank}. Fix: raise rollout.max_lora_rank to an allowed value")
+        return problems
+
+    def training_problems(self) -> list[str]:
+        """Checks that only matter when the config trains (the rollout job may play one episode per task)."""
+        if self.learner.algo in ("grpo", "rloo") and self.rollout.samples_per_task < 2:
+            return [f"rollout.samples_per_task: {self.learner.algo} needs groups of >= 2 episodes per task, got "
+                    f"{self.rollout.samples_per_task}. Fix: set rollout.samples_per_task=4"]
+        return []
 
 
 def make_run_dir(cfg: RunConfig) -> Path:

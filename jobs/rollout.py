@@ -1,6 +1,6 @@
 """Play episodes with the current policy and write them to Parquet with a readable summary.
 
-    python -m jobs.rollout                                   # local Ray, CPU, SmolLM2, 32 calculator tasks
+    python -m jobs.rollout                                   # configs/rollout.yaml: local Ray, CPU, SmolLM2, 32 tasks
     python -m jobs.rollout --config configs/rollout.yaml tasks.num_tasks=64 rollout.temperature=0.7
     ray job submit --working-dir . -- python -m jobs.rollout --config configs/rollout.yaml
 """
@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from actors.remote import rollout_worker_resources, start_rollout_workers
 from actors.trajectory import write_parquet
@@ -21,17 +22,24 @@ from jobs.config import RunConfig, make_run_dir
 from jobs.config_loader import ConfigError, describe, load_config
 from jobs.summary import format_summary, summarize
 
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "rollout.yaml")
 
-def parse_args(argv: list[str] | None, doc: str) -> argparse.Namespace:
+
+def parse_args(argv: list[str] | None, doc: str, default_config: str | None = None,
+               resume: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config (see configs/); fields not given keep their defaults")
+    parser.add_argument("--config", default=default_config,
+                        help="YAML run config (see configs/); fields not given keep their defaults")
     parser.add_argument("--list-fields", action="store_true", help="print every config field with its doc")
+    if resume:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the run in run.run_dir from its latest checkpoint")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.temperature=0.7")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, __doc__)
+    args = parse_args(argv, __doc__, DEFAULT_CONFIG)
     if args.list_fields:
         print(describe(RunConfig))
         return 0

@@ -29,7 +29,8 @@ def test_all_problems_reported_together():
     text = str(err.value)
     assert "rollout.temperature: must be > 0" in text and "Fix:" in text
     assert "rollout.max_lora_rank: vLLM accepts" in text and "rollout.max_total_tokens" in text
-    assert len(err.value.problems) == 3
+    assert "learner.lora.rank: 16 exceeds rollout.max_lora_rank 12" in text  # cross-section check
+    assert len(err.value.problems) == 4
 
 
 def test_resolved_config_saved_in_run_dir(tmp_path):

@@ -1,0 +1,173 @@
+"""The rollout pool: owns the rollout workers and the reward actor, hands out scored batches, syncs adapters.
+
+It lives outside the learner group (a learner restart does not lose it) and is the producer of the
+producer/consumer pair: every learner rank asks it for step k's batch; the first ask plays and scores the
+episodes, later asks for the same step get the same batch. The task cursor is its state, saved in checkpoints.
+
+Every sync is verified (veRL issue 7495 is an adapter sync that silently pushed nothing): each worker must report
+the new version and the checksum of the bytes the learner sent, and its logprobs on a fixed probe sequence must
+match the learner's, and the change it shows must match the learner's own change, within tolerances set by the
+engine dtype (actors.config.ENGINE_DTYPES, measured in docs/design.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from actors.adapters import checksum
+from actors.trajectory import Trajectory, write_parquet
+from envs.tasks import Task
+
+from actors.config import ENGINE_DTYPES
+
+
+class SyncError(RuntimeError):
+    """A rollout worker does not serve what the learner sent; the run must not go on sampling a stale policy."""
+
+
+@dataclass
+class TaskCursor:
+    """Walks the task list in epochs; a new seeded order each epoch, so resume replays exactly."""
+
+    num_tasks: int
+    seed: int
+    position: int = 0
+
+    def take(self, n: int) -> list[int]:
+        import random
+
+        out = []
+        while len(out) < n:
+            epoch, offset = divmod(self.position, self.num_tasks)
+            order = list(range(self.num_tasks))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            out.append(order[offset])
+            self.position += 1
+        return out
+
+
+class RolloutPool:
+    def __init__(self, workers: Sequence, reward_actor, tasks: Sequence[Task], *, tasks_per_step: int,
+                 seed: int, engine_dtype: str = "float32", out_dir: str | None = None):
+        self.tolerance = ENGINE_DTYPES[engine_dtype]
+        self.workers, self.reward_actor = list(workers), reward_actor
+        self.tasks = list(tasks)
+        self.by_id = {t.task_id: t for t in self.tasks}
+        self.tasks_per_step = tasks_per_step
+        self.cursor = TaskCursor(len(self.tasks), seed)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.version = 0
+        self._batches: dict[int, tuple[list[Trajectory], dict]] = {}
+        self._lock = threading.Lock()
+
+    def get_batch(self, step: int) -> tuple[list[Trajectory], dict]:
+        """Scored trajectories of ``step`` and timings; computed once per step whoever asks first."""
+        import ray
+
+        with self._lock:
+            if step not in self._batches:
+                self._batches = {k: v for k, v in self._batches.items() if k >= step - 1}
+                started = time.perf_counter()
+                chosen = [self.tasks[i] for i in self.cursor.take(self.tasks_per_step)]
+                shards = [chosen[i:: len(self.workers)] for i in range(len(self.workers))]
+                refs = [w.run_episodes.remote(s) for w, s in zip(self.workers, shards) if s]
+                trajectories = [t for batch in ray.get(refs) for t in batch]
+                rollout_s = time.perf_counter() - started
+                scored = ray.get(self.reward_actor.score_batch.remote(trajectories, self.by_id))
+                timings = {"rollout_s": rollout_s, "reward_s": time.perf_counter() - started - rollout_s}
+                if self.out_dir:
+                    write_parquet(scored, self.out_dir / f"step_{step:05d}.parquet")
+                self._batches[step] = (scored, timings)
+            return self._batches[step]
+
+    def sync(self, files: Mapping[str, bytes], probe_ids: Sequence[int], positions: Sequence[int],
+             learner_after: Sequence[float], learner_before: Sequence[float] | None = None, *,
+             skip_load: bool = False) -> dict:
+        """Load the adapter as the next version on every worker and verify it (SyncError names a wrong worker).
+
+        Versions count up within the pool (a restarted learner never reuses a number the workers have seen).
+        ``positions`` index the probe's logprob vector (the sampled tokens); ``learner_before/after`` are the
+        learner's logprobs there before and after its update. ``skip_load`` exists for the test that proves a
+        skipped sync is caught.
+        """
+        import ray
+
+        started = time.perf_counter()
+        previous, version = self.version, self.version + 1
+        at = list(positions)
+        old = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, previous)
+                                                      for w in self.workers])]
+        if skip_load:
+            infos = ray.get([w.serving.remote() for w in self.workers])
+        else:
+            infos = ray.get([w.load_adapter.remote(version, files) for w in self.workers])
+            self.version = version  # taken even if verification fails: the number is spent on the workers
+        new = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, info["version"])
+                                                      for w, info in zip(self.workers, infos)])]
+        report = verify_sync(infos, version, checksum(files), learner_after, learner_before, new, old,
+                             tolerance=self.tolerance)
+        report["sync_s"] = time.perf_counter() - started
+        return report
+
+    def cursor_state(self) -> dict:
+        return {"position": self.cursor.position, "seed": self.cursor.seed, "version": self.version}
+
+    def load_cursor_state(self, state: Mapping) -> None:
+        self.cursor.position, self.cursor.seed = int(state["position"]), int(state["seed"])
+        self._batches.clear()
+
+    def serving(self) -> list[dict]:
+        import ray
+
+        return ray.get([w.serving.remote() for w in self.workers])
+
+
+def verify_sync(infos: Sequence[Mapping], version: int, expected_checksum: str, learner_after: Sequence[float],
+                learner_before: Sequence[float] | None, worker_new: Sequence[Sequence[float]],
+                worker_old: Sequence[Sequence[float]], tolerance: tuple[float, float] = ENGINE_DTYPES["float32"]
+                ) -> dict:
+    """The checks of one sync, as a pure function.
+
+    1. every worker reports the new version and the checksum of the bytes the learner sent;
+    2. its probe logprobs match the learner's within the absolute tolerance of the engine's dtype;
+    3. the *change* it shows on the probe (new version minus previous) matches the learner's own change within
+       the change tolerance, so a stale engine (change 0) is caught whenever the learner moved more than that.
+       A step that did not move the policy passes: nothing new to serve.
+    """
+    abs_tol, delta_tol = tolerance
+    problems, errors, delta_errors = [], [], []
+    change = _mean_abs(learner_after, learner_before) if learner_before is not None else None
+    for info, new, old in zip(infos, worker_new, worker_old):
+        w = info.get("worker_index")
+        if info.get("version") != version or info.get("checksum") != expected_checksum:
+            problems.append(f"worker {w} serves version {info.get('version')} checksum {info.get('checksum')}, "
+                            f"expected version {version} checksum {expected_checksum}")
+            continue
+        err = _mean_abs(new, learner_after)
+        errors.append(err)
+        if err > abs_tol:
+            problems.append(f"worker {w}: probe logprobs differ from the learner's by {err:.4f} on average "
+                            f"(tolerance {abs_tol})")
+        if learner_before is not None:
+            delta = _mean_abs([a - b for a, b in zip(new, old)],
+                              [a - b for a, b in zip(learner_after, learner_before)])
+            delta_errors.append(delta)
+            if delta > delta_tol:
+                problems.append(f"worker {w}: the policy change it serves differs from the learner's by {delta:.4f} "
+                                f"per token (learner moved {change:.4f}; tolerance {delta_tol}): the new "
+                                "adapter is not in effect")
+    if problems:
+        raise SyncError("adapter sync failed: " + "; ".join(problems))
+    return {"version": version, "checksum": expected_checksum, "probe_error": max(errors, default=0.0),
+            "probe_delta_error": max(delta_errors, default=0.0), "probe_change": change if change is not None
+            else 0.0, "probe_discriminating": float(change is not None and change > 3 * delta_tol)}
+
+
+def _mean_abs(a: Sequence[float], b: Sequence[float]) -> float:
+    if len(a) != len(b) or not a:
+        return float("inf")
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)

@@ -1,0 +1,185 @@
+"""RL training of a tool-using agent: rollout -> reward -> update -> verified sync -> log/checkpoint.
+
+    python -m jobs.train                                     # configs/train.yaml: local Ray, CPU, SmolLM2, GRPO
+    python -m jobs.train --config configs/train_grpo.yaml train.steps=4
+    python -m jobs.train --resume run.run_dir=runs/<run>     # continue from the run's latest checkpoint
+    ray job submit --working-dir . -- python -m jobs.train --config configs/train.yaml
+
+Shape (docs/design.md, "Who owns the loop"): the learner group is Ray Train (`TorchTrainer`: process group,
+checkpoints, restarts), and `train_loop` below is the loop each learner worker runs. The rollout pool (vLLM
+workers + reward actor) is an actor outside the trainer, so a learner restart loses no in-flight episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from actors.adapters import checksum
+from actors.remote import (POOL_CPUS, REWARD_CPUS, rollout_worker_resources, start_reward_actor, start_rollout_pool,
+                           start_rollout_workers)
+from cluster.connect import check_plan, connect
+from cluster.model import merged_model, resolve_model
+from envs.task_source import load_tasks
+from jobs.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from jobs.config import RunConfig, make_run_dir
+from jobs.config_loader import ConfigError, describe, from_dict, load_config, to_dict
+from jobs.metrics import MetricsLog, step_line
+from jobs.rollout import parse_args
+from jobs.summary import summarize
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, __doc__, DEFAULT_CONFIG, resume=True)
+    if args.list_fields:
+        print(describe(RunConfig))
+        return 0
+    try:
+        cfg = load_config(RunConfig, args.config, args.overrides)
+        if cfg.training_problems():
+            raise ConfigError(cfg.training_problems())
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    tasks = load_tasks(cfg.tasks)
+    run_dir = make_run_dir(cfg)
+    resume_from = latest_checkpoint(run_dir) if args.resume else None
+    print(f"run directory: {run_dir}" + (f" (resuming from {resume_from})" if resume_from else ""))
+
+    # Plan and start the actors: rollout pool outside the learner group ------------------------------------
+    available = connect(cfg.ray)
+    learner_cpus = cfg.learner.num_cpus_per_worker * cfg.learner.num_workers
+    check_plan({"rollout": rollout_worker_resources(cfg.rollout), "reward+pool": {"CPU": REWARD_CPUS + POOL_CPUS},
+                "learner": {"CPU": learner_cpus, "GPU": cfg.learner.num_workers * cfg.learner.use_gpu}}, available)
+    model_path = str(resolve_model(cfg.model.name))
+    if cfg.train.init_adapter:  # warm start: the SFT policy becomes the base and the reference
+        model_path = str(merged_model(model_path, cfg.train.init_adapter))
+    workers = start_rollout_workers(model_path, cfg.rollout)
+    pool = start_rollout_pool(workers, start_reward_actor(cfg.reward), tasks, tasks_per_step=cfg.train.tasks_per_step,
+                              seed=cfg.tasks.seed, engine_dtype=cfg.rollout.dtype,
+                              out_dir=str(run_dir / "trajectories"))
+
+    # The learner group ------------------------------------------------------------------------------------
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": to_dict(cfg), "model_path": model_path, "pool": pool, "run_dir": str(run_dir),
+                           "resume_from": str(resume_from) if resume_from else None},
+        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu,
+                                     resources_per_worker={"CPU": cfg.learner.num_cpus_per_worker}),
+        run_config=TrainRunConfig(name="learner", storage_path=str(run_dir / "ray_train"),
+                                  failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    started = time.perf_counter()
+    trainer.fit()
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    _report(history, run_dir, time.perf_counter() - started)
+    return 0
+
+
+def train_loop(config: dict) -> None:
+    """Runs in every learner worker (Ray Train). Rank 0 also syncs, logs and checkpoints."""
+    import ray
+    import ray.train
+
+    from learners.learner import Learner
+
+    cfg: RunConfig = from_dict(RunConfig, config["cfg"])
+    pool, run_dir = config["pool"], Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    learner = Learner(cfg.learner, config["model_path"], temperature=cfg.rollout.temperature, rank=rank,
+                      world_size=world)
+    start = 0
+    restored = ray.train.get_checkpoint()  # set when Ray Train restarted this group after a failure
+    source = restored.to_directory() if restored else config["resume_from"]
+    if source:
+        start = load_checkpoint(Path(source), learner, pool if rank == 0 else None)
+        if rank == 0:  # the workers may serve a newer or an older adapter: serve exactly the checkpoint's
+            _sync(learner, pool, probe=None)
+    log = MetricsLog(run_dir) if rank == 0 else None
+
+    for step in range(start, cfg.train.steps):
+        step_started = time.perf_counter()
+        batch, timings = ray.get(pool.get_batch.remote(step))           # rollout + reward (once per step)
+        probe = _probe(batch, learner) if rank == 0 else None
+        metrics = learner.update(batch)                                   # learn (this rank's shard)
+        metrics.update(timings)
+        checkpoint = None
+        if rank == 0:
+            metrics.update(_sync(learner, pool, probe))                   # sync + verify
+            metrics.update(_batch_metrics(batch, cfg))
+            metrics["step"], metrics["step_s"] = step + 1, time.perf_counter() - step_started
+            log.write(metrics)
+            print(step_line(metrics, cfg.train.steps), flush=True)
+            if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
+                checkpoint = save_checkpoint(run_dir, step + 1, learner, ray.get(pool.cursor_state.remote()))
+        _report_to_ray_train(metrics, checkpoint)
+
+
+def _probe(batch, learner) -> tuple[list[int], list[int], list[float]]:
+    """Before the update: the episode it will push hardest (largest |advantage|), the positions of its sampled
+    tokens (where the policy moves), and the learner's logprobs there now."""
+    t = batch[int(learner.advantages(batch).abs().argmax())]
+    ids = t.prompt_ids + t.completion_ids
+    offset = len(t.prompt_ids) - 1
+    positions = [offset + j for j, m in enumerate(t.loss_mask) if m]
+    before = learner.probe_logprobs(ids)
+    return ids, positions, [before[i] for i in positions]
+
+
+def _sync(learner, pool, probe) -> dict:
+    """Push the adapter to every rollout worker as a new version; the pool verifies and raises if any is wrong."""
+    import ray
+
+    files = learner.adapter_files()
+    if probe is None:  # after a restore: checksum and absolute check on a fixed sequence (no before/after pair)
+        probe = (list(range(1, 65)), list(range(63)), None)
+    ids, positions, before = probe
+    after = learner.probe_logprobs(ids)
+    report = ray.get(pool.sync.remote(files, ids, positions, [after[i] for i in positions], before))
+    report["adapter_checksum"] = report.pop("checksum")
+    return report
+
+
+def _batch_metrics(batch, cfg: RunConfig) -> dict:
+    summary = summarize(batch, wall_s=1.0)
+    out = {"reward": summary["mean_reward"], "success": summary["success_rate"],
+           "tool_call_ok": summary["tool_call_success_rate"], "turns": summary["mean_turns"],
+           "sampled_tokens": summary["sampled_tokens"]}
+    for key in batch[0].reward_breakdown if batch else []:
+        out[f"reward/{key}"] = sum(t.reward_breakdown.get(key, 0.0) for t in batch) / len(batch)
+    return out
+
+
+def _report_to_ray_train(metrics: dict, checkpoint: Path | None) -> None:
+    import ray.train
+
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    if checkpoint is None:
+        ray.train.report(numeric)
+    else:
+        ray.train.report(numeric, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)))
+
+
+def _report(history: list[dict], run_dir: Path, wall_s: float) -> None:
+    from jobs.metrics import plot_curves, time_breakdown
+
+    plot_curves(history, run_dir / "curves.png")
+    first, last = history[0], history[-1]
+    print(f"reward {first['reward']:.3f} -> {last['reward']:.3f}, success {first['success']:.1%} -> "
+          f"{last['success']:.1%} over {len(history)} steps in {wall_s / 60:.1f} min")
+    print(time_breakdown(history))
+    print(f"outputs: {run_dir} (metrics.jsonl, tensorboard/, trajectories/, checkpoints/, curves.png)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Learner configuration: the RL algorithm, optimisation, and the learner group's shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from jobs.config_loader import doc
+from learners.policy import LoraSettings
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    algo: Literal["grpo", "rloo"] = doc("grpo", "advantage estimator: group-normalised (GRPO) or leave-one-out")
+    lr: float = doc(1e-4, "AdamW learning rate for the LoRA weights; LoRA tolerates ~10x full fine-tuning rates")
+    warmup_steps: int = doc(2, "linear LR warm-up, in optimizer steps")
+    adam_eps: float = doc(1e-8, "AdamW epsilon; tests raise it so a step is linear in the gradient")
+    weight_decay: float = doc(0.0, "AdamW weight decay; 0 keeps the adapter pulled only by the KL term")
+    max_grad_norm: float = doc(1.0, "gradient-norm clip")
+    micro_batch_size: int = doc(4, "episodes per forward/backward; gradients accumulate over the batch")
+    ppo_epochs: int = doc(1, "passes over each batch; 1 = on-policy (the ratio starts at 1)")
+    clip_eps: float = doc(0.2, "PPO ratio clip (low edge, and high edge unless clip_eps_high is set)")
+    clip_eps_high: float | None = doc(None, "decoupled high clip (DAPO's clip-higher); None = clip_eps")
+    dual_clip_c: float | None = doc(None, "dual clip bound c > 1 for negative advantages; None = off")
+    kl_coef: float = doc(0.02, "weight of KL(policy || reference); the reference is the adapter switched off")
+    kl_estimator: Literal["k1", "k2", "k3"] = doc("k3", "k3 in the loss is unbiased and >= 0 (Schulman)")
+    entropy_coef: float = doc(0.0, "entropy bonus weight; 0 by default, sampling at T=1 explores enough")
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = doc(
+        "token-mean", "how per-token losses combine; token-mean over the global batch (DAPO)")
+    dtype: str = doc("float32", "learner weights dtype; fp32 is exact enough to compare against vLLM's logprobs")
+    lora: LoraSettings = doc(LoraSettings(), "the trained adapter")
+    num_workers: int = doc(1, "data-parallel learner workers (gloo on CPU, NCCL on GPU)")
+    num_cpus_per_worker: float = doc(0.5, "Ray CPUs reserved per learner worker; fractional so the default job fits "
+                                          "2 cores (sync mode: rollout and learning alternate)")
+    cpu_threads: int | None = doc(None, "torch threads of a CPU learner; None = all cores of the node (the phases "
+                                        "alternate, so learning may use the cores the idle engine leaves)")
+    use_gpu: bool = doc(False, "one GPU per learner worker")
+    seed: int = doc(0, "torch seed for the adapter's initialisation")
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("lr", "max_grad_norm", "clip_eps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}: must be > 0, got {getattr(self, name)}. Fix: use the default")
+        for name in ("micro_batch_size", "ppo_epochs", "num_workers"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
+        if self.dual_clip_c is not None and self.dual_clip_c <= 1:
+            problems.append(f"dual_clip_c: must be > 1, got {self.dual_clip_c}. Fix: use 3.0 or null")
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            problems.append("kl_coef/entropy_coef: must be >= 0. Fix: use 0 to turn a term off")
+        if self.dtype not in ("float32", "bfloat16"):
+            problems.append(f"dtype: {self.dtype!r} unsupported. Fix: use float32 or bfloat16")
+        return problems
