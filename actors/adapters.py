@@ -12,9 +12,9 @@ import hashlib
 import itertools
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 

@@ -15,9 +15,10 @@ import json
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from actors.config import RolloutConfig
 from actors.trajectory import ToolCallRecord, Trajectory, Turn

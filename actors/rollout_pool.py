@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from actors.adapters import checksum
+from actors.config import ENGINE_DTYPES
 from actors.trajectory import Trajectory, write_parquet
 from envs.tasks import Task
-
-from actors.config import ENGINE_DTYPES
 
 
 class SyncError(RuntimeError):

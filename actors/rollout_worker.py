@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from actors.adapters import AdapterStore, adapter_rank
 from actors.config import RolloutConfig
@@ -21,7 +21,8 @@ from envs.tasks import Task
 
 def node_local_dir(worker_index: int) -> Path:
     """Adapters are written here before vLLM loads them: RAM-backed /dev/shm when the node has it."""
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
     return Path(tempfile.mkdtemp(prefix=f"agentrl-adapters-w{worker_index}-", dir=base))
 
 

@@ -12,9 +12,9 @@ runner's own turn tokens are never in the loss); turn spans ordered and disjoint
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,7 +89,8 @@ TRAJECTORY_SCHEMA = pa.schema([
     ("turns", pa.list_(_TURN)), ("tool_calls", pa.list_(_CALL)),
     ("final_answer", pa.string()), ("status", pa.string()), ("reward", pa.float32()),
     ("reward_breakdown", pa.map_(pa.string(), pa.float32())), ("policy_version", pa.int64()),
-    ("parse_errors", pa.int32()), ("error", pa.string()), ("timings", pa.map_(pa.string(), pa.float32())), ("task_extra", pa.string()),
+    ("parse_errors", pa.int32()), ("error", pa.string()),
+    ("timings", pa.map_(pa.string(), pa.float32())), ("task_extra", pa.string()),
 ])
 
 
@@ -179,6 +180,7 @@ def check_rendering(t: Trajectory, tokenizer) -> list[str]:
         if mask[start] == 0:
             lo, hi = len(decode(tokenizer, ids[:start])), len(decode(tokenizer, ids[:end]))
             if tokenizer.encode(text[lo:hi], add_special_tokens=False) != ids[start:end]:
-                problems.append(f"runner tokens [{start}, {end}) are not the template's tokenization of {text[lo:hi]!r}")
+                problems.append(f"runner tokens [{start}, {end}) are not the template's tokenization of "
+                                f"{text[lo:hi]!r}")
         start = end
     return problems

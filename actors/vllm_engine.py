@@ -7,7 +7,7 @@ Behavior logprobs must be the ones the sampler used (after temperature), so the 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from actors.adapters import AdapterVersion
 from actors.config import RolloutConfig

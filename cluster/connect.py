@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Mapping
+from collections.abc import Mapping
 
 from cluster.config import RayConfig
 
@@ -26,7 +26,9 @@ def connect(cfg: RayConfig) -> dict:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+            # "local" starts a fresh cluster; a bare ray.init() would try to join whatever a stale
+            # /tmp/ray/ray_current_cluster names, e.g. a cluster that `ray start` left behind and is gone.
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
     return ray.cluster_resources()
 
 

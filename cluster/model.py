@@ -53,7 +53,8 @@ def _from_hf_cache(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError) as err:
         raise ModelNotFoundError(
-            f"model '{repo_id}' is not a local directory and is not in the Hugging Face cache ({err.__class__.__name__}); "
+            f"model '{repo_id}' is not a local directory and is not in the Hugging Face cache "
+            f"({err.__class__.__name__}); "
             f"this machine loads models offline. Fix: run `huggingface-cli download {repo_id}` on a machine with "
             f"internet and copy the cache (or bake it into the image), pass a local path, or use "
             f"model.name={DEFAULT_MODEL}."
@@ -75,14 +76,18 @@ def shipped_gguf_path() -> Path:
 
 def _shipped_smollm2() -> Path:
     target = cache_root() / "models" / f"smollm2-135m-instruct-v{CONVERSION_VERSION}"
+    return _build_once(target, lambda: _convert_gguf(shipped_gguf_path(), target))
+
+
+def _build_once(target: Path, build) -> Path:
+    """Build a cache entry once per node: several actors may start at once; one builds, the others wait."""
     if (target / "DONE").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Several actors may start at once on one node: one converts, the others wait on the lock.
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "DONE").exists():
-            _convert_gguf(shipped_gguf_path(), target)
+            build()
     return target
 
 
@@ -120,14 +125,7 @@ def merged_model(base_path: str | Path, adapter_dir: str | Path) -> Path:
 
     key = checksum(read_adapter_dir(adapter_dir))
     target = cache_root() / "models" / f"{Path(base_path).name}-merged-{key}"
-    if (target / "DONE").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "DONE").exists():
-            _merge(Path(base_path), Path(adapter_dir), target)
-    return target
+    return _build_once(target, lambda: _merge(Path(base_path), Path(adapter_dir), target))
 
 
 def _merge(base_path: Path, adapter_dir: Path, target: Path) -> None:

@@ -9,9 +9,10 @@ a special token (``<|im_start|>`` / ``<|im_end|>``) that the tokenizer never mer
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -34,7 +35,8 @@ def _template() -> jinja2.Template:
     return env.from_string(CHAT_TEMPLATE)
 
 
-def render(messages: Sequence[dict], *, tools: Sequence[dict] | None = None, add_generation_prompt: bool = False) -> str:
+def render(messages: Sequence[dict], *, tools: Sequence[dict] | None = None,
+           add_generation_prompt: bool = False) -> str:
     """Render a message list (roles system/user/assistant/tool; system messages may carry ``tools``) to text."""
     return _template().render(messages=list(messages), tools=list(tools) if tools else None,
                               add_generation_prompt=add_generation_prompt)

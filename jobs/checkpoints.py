@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 
 def save_checkpoint(run_dir: Path, step: int, learner, cursor: Mapping) -> Path:

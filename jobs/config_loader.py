@@ -27,6 +27,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "config_from_cli",
     "doc",
     "describe",
     "from_dict",
@@ -103,6 +104,22 @@ def _yaml_error(source: str, exc: yaml.YAMLError) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Public entry points
+
+
+def config_from_cli(cls: type[T], config: str | None, overrides: Sequence[str], list_fields: bool = False
+                    ) -> tuple[T | None, int]:
+    """What every job does with its command line: ``(config, 0)`` to go on, or ``(None, exit code)`` after printing
+    the field list (0) or every config problem with its fix (2), before anything starts."""
+    import sys
+
+    if list_fields:
+        print(describe(cls))
+        return None, 0
+    try:
+        return load_config(cls, config, overrides), 0
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return None, 2
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:

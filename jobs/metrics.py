@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 PHASES = ("rollout_s", "reward_s", "learn_s", "sync_s")
 

@@ -19,7 +19,7 @@ from cluster.connect import check_plan, connect
 from cluster.model import resolve_model
 from envs.task_source import load_tasks
 from jobs.config import RunConfig, make_run_dir
-from jobs.config_loader import ConfigError, describe, load_config
+from jobs.config_loader import config_from_cli
 from jobs.summary import format_summary, summarize
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "rollout.yaml")
@@ -40,14 +40,9 @@ def parse_args(argv: list[str] | None, doc: str, default_config: str | None = No
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, DEFAULT_CONFIG)
-    if args.list_fields:
-        print(describe(RunConfig))
-        return 0
-    try:
-        cfg = load_config(RunConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    cfg, code = config_from_cli(RunConfig, args.config, args.overrides, args.list_fields)
+    if cfg is None:
+        return code
     tasks = load_tasks(cfg.tasks)  # bad task files fail here, before any actor starts
     run_dir = make_run_dir(cfg)
     print(f"run directory: {run_dir}")

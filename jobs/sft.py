@@ -1,6 +1,6 @@
 """Warm-start the policy: LoRA SFT on demonstrations, saved as a PEFT adapter for RL, eval and serve.
 
-    python -m jobs.sft                                     # ~3 min on 2 CPU cores: 96 calculator expert demos
+    python -m jobs.sft                                     # ~2.5 min on 2 CPU cores: 64 calculator expert demos
     python -m jobs.sft --config configs/sft.yaml num_demos=64 lora.rank=8
     python -m jobs.sft demos_path=my_demos.jsonl           # OpenAI-format demonstrations instead of the expert
     ray job submit --working-dir . -- python -m jobs.sft --config configs/sft.yaml
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.config_loader import ConfigError, describe, load_config, save_config
+from jobs.config_loader import config_from_cli, save_config
 from learners.sft import SFTConfig, train_sft
 from learners.sft_data import DemoFormatError
 
@@ -50,14 +50,9 @@ def format_table(metrics: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.list_fields:
-        print(describe(SFTConfig))
-        return 0
-    try:
-        cfg = load_config(SFTConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    cfg, code = config_from_cli(SFTConfig, args.config, args.overrides, args.list_fields)
+    if cfg is None:
+        return code
     from cluster.model import ModelNotFoundError, resolve_model
 
     try:

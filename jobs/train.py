@@ -17,15 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-from actors.adapters import checksum
-from actors.remote import (POOL_CPUS, REWARD_CPUS, rollout_worker_resources, start_reward_actor, start_rollout_pool,
-                           start_rollout_workers)
+from actors.remote import (
+    POOL_CPUS,
+    REWARD_CPUS,
+    rollout_worker_resources,
+    start_reward_actor,
+    start_rollout_pool,
+    start_rollout_workers,
+)
 from cluster.connect import check_plan, connect
 from cluster.model import merged_model, resolve_model
 from envs.task_source import load_tasks
 from jobs.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
-from jobs.config_loader import ConfigError, describe, from_dict, load_config, to_dict
+from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
 from jobs.metrics import MetricsLog, step_line
 from jobs.rollout import parse_args
 from jobs.summary import summarize
@@ -35,15 +40,11 @@ DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.ya
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, DEFAULT_CONFIG, resume=True)
-    if args.list_fields:
-        print(describe(RunConfig))
-        return 0
-    try:
-        cfg = load_config(RunConfig, args.config, args.overrides)
-        if cfg.training_problems():
-            raise ConfigError(cfg.training_problems())
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+    cfg, code = config_from_cli(RunConfig, args.config, args.overrides, args.list_fields)
+    if cfg is None:
+        return code
+    if cfg.training_problems():
+        print(ConfigError(cfg.training_problems()), file=sys.stderr)
         return 2
     tasks = load_tasks(cfg.tasks)
     run_dir = make_run_dir(cfg)
@@ -91,6 +92,7 @@ def train_loop(config: dict) -> None:
     import ray.train
 
     from learners.learner import Learner
+    from learners.sync import choose_probe, push_adapter
 
     cfg: RunConfig = from_dict(RunConfig, config["cfg"])
     pool, run_dir = config["pool"], Path(config["run_dir"])
@@ -104,18 +106,18 @@ def train_loop(config: dict) -> None:
     if source:
         start = load_checkpoint(Path(source), learner, pool if rank == 0 else None)
         if rank == 0:  # the workers may serve a newer or an older adapter: serve exactly the checkpoint's
-            _sync(learner, pool, probe=None)
+            push_adapter(learner, pool)
     log = MetricsLog(run_dir) if rank == 0 else None
 
     for step in range(start, cfg.train.steps):
         step_started = time.perf_counter()
         batch, timings = ray.get(pool.get_batch.remote(step))           # rollout + reward (once per step)
-        probe = _probe(batch, learner) if rank == 0 else None
+        probe = choose_probe(batch, learner) if rank == 0 else None
         metrics = learner.update(batch)                                   # learn (this rank's shard)
         metrics.update(timings)
         checkpoint = None
         if rank == 0:
-            metrics.update(_sync(learner, pool, probe))                   # sync + verify
+            metrics.update(_sync_metrics(push_adapter(learner, pool, probe)))  # sync + verify
             metrics.update(_batch_metrics(batch, cfg))
             metrics["step"], metrics["step_s"] = step + 1, time.perf_counter() - step_started
             log.write(metrics)
@@ -125,29 +127,8 @@ def train_loop(config: dict) -> None:
         _report_to_ray_train(metrics, checkpoint)
 
 
-def _probe(batch, learner) -> tuple[list[int], list[int], list[float]]:
-    """Before the update: the episode it will push hardest (largest |advantage|), the positions of its sampled
-    tokens (where the policy moves), and the learner's logprobs there now."""
-    t = batch[int(learner.advantages(batch).abs().argmax())]
-    ids = t.prompt_ids + t.completion_ids
-    offset = len(t.prompt_ids) - 1
-    positions = [offset + j for j, m in enumerate(t.loss_mask) if m]
-    before = learner.probe_logprobs(ids)
-    return ids, positions, [before[i] for i in positions]
-
-
-def _sync(learner, pool, probe) -> dict:
-    """Push the adapter to every rollout worker as a new version; the pool verifies and raises if any is wrong."""
-    import ray
-
-    files = learner.adapter_files()
-    if probe is None:  # after a restore: checksum and absolute check on a fixed sequence (no before/after pair)
-        probe = (list(range(1, 65)), list(range(63)), None)
-    ids, positions, before = probe
-    after = learner.probe_logprobs(ids)
-    report = ray.get(pool.sync.remote(files, ids, positions, [after[i] for i in positions], before))
-    report["adapter_checksum"] = report.pop("checksum")
-    return report
+def _sync_metrics(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k != "checksum"} | {"adapter_checksum": report["checksum"]}
 
 
 def _batch_metrics(batch, cfg: RunConfig) -> dict:

@@ -6,8 +6,8 @@ Position ``t`` of every [B, T-1] tensor is the prediction of token ``t + 1`` of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -34,7 +34,8 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=TEST_RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    # address="local": always a fresh cluster, never one named by a stale /tmp/ray/ray_current_cluster
+    ray.init(address="local", num_cpus=TEST_RAY_CPUS, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -54,3 +55,26 @@ def rollout_worker(ray_cluster, model_path, rollout_cfg):
     (worker,) = start_rollout_workers(model_path, rollout_cfg)
     yield worker
     ray_cluster.kill(worker)
+
+
+@pytest.fixture(scope="session")
+def sft_adapter(model_path) -> str:
+    """The test session's one SFT warm-start adapter (DESIGN.md test budget), cached under AGENTRL_CACHE by recipe.
+
+    CI runs with a checkout-local AGENTRL_CACHE, so a fresh clone trains it (a few minutes) like a new machine.
+    """
+    import hashlib
+    import json
+
+    from cluster.model import cache_root
+    from jobs.config_loader import to_dict
+    from learners.sft import SFTConfig, train_sft
+
+    cfg = SFTConfig(check_tasks=0)
+    key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_root() / "test-sft" / key
+    if not (out / "adapter_model.safetensors").exists():
+        tmp = out.with_name(key + ".tmp")
+        train_sft(cfg, model_path, tmp, log=lambda *a, **k: None)
+        tmp.rename(out)
+    return str(out)
