@@ -33,9 +33,14 @@ def head_cluster(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     port, dash = _free_port(), _free_port()
+    # Every per-node agent port on a free port of its own: the session's cluster already holds the defaults, and a
+    # clash leaves this head without a job agent ("No available agent to submit job").
+    agent_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                   f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
+                   f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}"]
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
                              f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--disable-usage-stats", *agent_ports], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
@@ -59,7 +64,7 @@ def test_rollout_job_under_ray_job_submit(head_cluster, tmp_path, tokenizer):
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
            "python", "-m", "jobs.rollout", "--config", "configs/rollout.yaml",
            "tasks.num_tasks=3", f"run.storage={storage}", "rollout.max_tokens_per_turn=48"]
-    for _ in range(30):  # the dashboard answers before its job agent is ready; that refusal is transient
+    for _ in range(20):  # the dashboard answers before its job agent is ready; that refusal is transient
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=360, cwd=REPO)
         if "No available agent to submit job" not in proc.stderr:
             break
