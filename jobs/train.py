@@ -118,7 +118,7 @@ def train_loop(config: dict) -> None:
         checkpoint = None
         if rank == 0:
             metrics.update(_sync_metrics(push_adapter(learner, pool, probe)))  # sync + verify
-            metrics.update(_batch_metrics(batch, cfg))
+            metrics.update(_batch_metrics(batch))
             metrics["step"], metrics["step_s"] = step + 1, time.perf_counter() - step_started
             log.write(metrics)
             print(step_line(metrics, cfg.train.steps), flush=True)
@@ -131,7 +131,7 @@ def _sync_metrics(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "checksum"} | {"adapter_checksum": report["checksum"]}
 
 
-def _batch_metrics(batch, cfg: RunConfig) -> dict:
+def _batch_metrics(batch) -> dict:
     summary = summarize(batch, wall_s=1.0)
     out = {"reward": summary["mean_reward"], "success": summary["success_rate"],
            "tool_call_ok": summary["tool_call_success_rate"], "turns": summary["mean_turns"],

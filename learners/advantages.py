@@ -17,12 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from learners.losses import keep_masked
+
 __all__ = ["broadcast_to_tokens", "gae", "grpo_advantages", "rloo_advantages", "token_rewards", "whiten"]
-
-
-def _keep(x: Tensor, mask: Tensor) -> Tensor:
-    """``x`` on mask-1 positions, 0 elsewhere; ``where`` rather than ``x * mask`` so nan/inf padding stays out."""
-    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 # ALGO LOGIC: GAE over the sampled tokens only ---------------------------------------------------------------------
@@ -55,7 +52,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
         ``(advantages, returns)``, both [B, T] and 0 on mask-0 positions.
     """
     keep = mask.bool()
-    rewards, values = _keep(rewards.detach().float(), mask), _keep(values.detach().float(), mask)
+    rewards, values = keep_masked(rewards.detach().float(), mask), keep_masked(values.detach().float(), mask)
     advantages = torch.zeros_like(values)
     next_value = torch.zeros_like(values[:, 0])  # value of the next *sampled* token of each row; 0 after the last
     next_adv = torch.zeros_like(values[:, 0])
@@ -68,7 +65,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
         advantages[:, t] = torch.where(k, adv, 0.0)
         next_value = torch.where(k, values[:, t], next_value)
         next_adv = torch.where(k, adv, next_adv)
-    returns = _keep(advantages + values, mask)
+    returns = keep_masked(advantages + values, mask)
     return advantages, returns
 
 
@@ -151,7 +148,7 @@ def rloo_advantages(scores: Tensor, group_ids: Sequence[str]) -> Tensor:
 def broadcast_to_tokens(seq_adv: Tensor, mask: Tensor) -> Tensor:
     """Give every sampled token of row b the sequence advantage ``seq_adv[b]`` (GRPO/RLOO outcome supervision:
     ``A(b, t) = seq_adv[b] * mask(b, t)``); mask-0 positions get 0. Returns [B, T]."""
-    return _keep(seq_adv.detach().float()[:, None].expand(mask.shape), mask)
+    return keep_masked(seq_adv.detach().float()[:, None].expand(mask.shape), mask)
 
 
 @torch.no_grad()
@@ -166,14 +163,14 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
     usual PPO advantage normalisation (OpenAI baselines, TRL ``masked_whiten``). Statistics are of this tensor
     only: under data parallelism each rank whitens its own shard. Mask-0 positions come out 0.
     """
-    x = _keep(x.detach().float(), mask)
+    x = keep_masked(x.detach().float(), mask)
     n = mask.float().sum().clamp(min=1)
     mean = x.sum() / n
-    var = _keep((x - mean) ** 2, mask).sum() / n
+    var = keep_masked((x - mean) ** 2, mask).sum() / n
     y = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         y = y + mean
-    return _keep(y, mask)
+    return keep_masked(y, mask)
 
 
 @torch.no_grad()
@@ -219,5 +216,5 @@ def token_rewards(outcome: Tensor, turn_rewards: Sequence[Sequence[tuple[int, fl
                 raise ValueError(f"row {row}: turn end {end} has no sampled token before it (T={t})")
             out[row, last_at[row, end - 1]] += reward
     if kl is not None and kl_coef:
-        out = out - kl_coef * _keep(kl.detach().float(), mask)
+        out = out - kl_coef * keep_masked(kl.detach().float(), mask)
     return out

@@ -27,7 +27,7 @@ __all__ = [
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 
 
-def _keep(x: Tensor, mask: Tensor) -> Tensor:
+def keep_masked(x: Tensor, mask: Tensor) -> Tensor:
     """``x`` on mask-1 positions, 0 elsewhere; ``where`` rather than ``x * mask`` so nan/inf stay out (0 * inf is
     nan, and so would be its gradient)."""
     return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -38,7 +38,7 @@ def _keep(x: Tensor, mask: Tensor) -> Tensor:
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """``sum(x * mask)`` over ``dim`` (all dims when None), ignoring whatever sits at mask-0 positions."""
-    x = _keep(x, mask)
+    x = keep_masked(x, mask)
     return x.sum() if dim is None else x.sum(dim)
 
 
@@ -124,8 +124,8 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     keep = mask.bool()
     # Zero the inputs at mask-0 positions first: rho is then exactly 1 there, finite, with a finite gradient.
-    log_ratio = _keep(logprobs, mask) - _keep(old_logprobs.detach(), mask)
-    adv = _keep(advantages.detach(), mask)
+    log_ratio = keep_masked(logprobs, mask) - keep_masked(old_logprobs.detach(), mask)
+    adv = keep_masked(advantages.detach(), mask)
     ratio = torch.exp(log_ratio)
     loss_unclipped = -adv * ratio
     loss_clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)
@@ -136,7 +136,7 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
         dual = (adv < 0) & (per_token > bound)
         per_token = torch.where(dual, bound, per_token)
     if is_weights is not None:
-        per_token = per_token * _keep(is_weights.detach(), mask)
+        per_token = per_token * keep_masked(is_weights.detach(), mask)
     loss = aggregate(per_token, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs)
     with torch.no_grad():
         clipped = (loss_clipped > loss_unclipped) & ~dual
@@ -169,8 +169,8 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
 
     ``clip=None`` gives the plain ``0.5 * (values - R)^2``. Reduced with ``aggregate``.
     """
-    v = _keep(values, mask)
-    old, ret = _keep(old_values.detach(), mask), _keep(returns.detach(), mask)
+    v = keep_masked(values, mask)
+    old, ret = keep_masked(old_values.detach(), mask), keep_masked(returns.detach(), mask)
     err = (v - ret) ** 2
     if clip is None:
         return ValueLossOut(aggregate(0.5 * err, mask, agg, num_tokens, num_seqs), torch.zeros(()))
@@ -198,7 +198,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: Literal["k1", "k2",
     loss" (Shao et al. 2024). Returns [B, T]; with ``mask`` the mask-0 positions are 0 (and never nan).
     """
     if mask is not None:
-        logprobs, ref_logprobs = _keep(logprobs, mask), _keep(ref_logprobs, mask)
+        logprobs, ref_logprobs = keep_masked(logprobs, mask), keep_masked(ref_logprobs, mask)
     d = logprobs - ref_logprobs
     if kind == "k1":
         out = d
@@ -208,7 +208,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: Literal["k1", "k2",
         out = torch.expm1(-d) + d  # expm1 keeps precision when d is tiny, where k3 ~ d^2 / 2
     else:
         raise ValueError(f"unknown KL estimator {kind!r}; use k1, k2 or k3")
-    return out if mask is None else _keep(out, mask)
+    return out if mask is None else keep_masked(out, mask)
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
@@ -244,9 +244,9 @@ def importance_weights(logprobs_old: Tensor, behavior_logprobs: Tensor, mask: Te
     if cap <= 0:
         raise ValueError(f"cap={cap} must be > 0 (typically 2 to 10)")
     log_cap = math.log(cap)
-    log_ratio = _keep(logprobs_old.detach().float(), mask) - _keep(behavior_logprobs.float(), mask)
+    log_ratio = keep_masked(logprobs_old.detach().float(), mask) - keep_masked(behavior_logprobs.float(), mask)
     truncated = log_ratio > log_cap
-    weights = _keep(torch.exp(torch.clamp(log_ratio, max=log_cap)), mask)
+    weights = keep_masked(torch.exp(torch.clamp(log_ratio, max=log_cap)), mask)
     return ISWeightsOut(
         weights=weights,
         mean=masked_mean(weights, mask),
