@@ -20,6 +20,7 @@ from pathlib import Path
 
 from actors.adapters import checksum
 from actors.config import ENGINE_DTYPES
+from actors.evaluation import evaluate_batch
 from actors.trajectory import Trajectory, write_parquet
 from envs.tasks import Task
 
@@ -111,6 +112,18 @@ class RolloutPool:
                              tolerance=self.tolerance)
         report["sync_s"] = time.perf_counter() - started
         return report
+
+    def evaluate(self, tasks: Sequence[Task], version: int | None = None) -> dict:
+        """One greedy episode per held-out task under ``version`` (default: the one served now), across workers."""
+        import ray
+
+        version = self.version if version is None else version
+        started = time.perf_counter()
+        shards = [list(tasks)[i:: len(self.workers)] for i in range(len(self.workers))]
+        refs = [w.run_episodes.remote(s, samples_per_task=1, temperature=0.0, version=version)
+                for w, s in zip(self.workers, shards) if s]
+        result = evaluate_batch([t for batch in ray.get(refs) for t in batch])
+        return result | {"version": version, "eval_s": time.perf_counter() - started}
 
     def cursor_state(self) -> dict:
         return {"position": self.cursor.position, "seed": self.cursor.seed, "version": self.version}

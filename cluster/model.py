@@ -76,10 +76,10 @@ def shipped_gguf_path() -> Path:
 
 def _shipped_smollm2() -> Path:
     target = cache_root() / "models" / f"smollm2-135m-instruct-v{CONVERSION_VERSION}"
-    return _build_once(target, lambda: _convert_gguf(shipped_gguf_path(), target))
+    return build_once(target, lambda: _convert_gguf(shipped_gguf_path(), target))
 
 
-def _build_once(target: Path, build) -> Path:
+def build_once(target: Path, build) -> Path:
     """Build a cache entry once per node: several actors may start at once; one builds, the others wait."""
     if (target / "DONE").exists():
         return target
@@ -125,7 +125,7 @@ def merged_model(base_path: str | Path, adapter_dir: str | Path) -> Path:
 
     key = checksum(read_adapter_dir(adapter_dir))
     target = cache_root() / "models" / f"{Path(base_path).name}-merged-{key}"
-    return _build_once(target, lambda: _merge(Path(base_path), Path(adapter_dir), target))
+    return build_once(target, lambda: _merge(Path(base_path), Path(adapter_dir), target))
 
 
 def _merge(base_path: Path, adapter_dir: Path, target: Path) -> None:

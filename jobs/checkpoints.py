@@ -1,4 +1,5 @@
-"""Atomic checkpoints in the run directory: adapter (PEFT), learner state (optimizer, step, RNG), task cursor.
+"""Atomic checkpoints in the run directory: adapter (PEFT), value head (PPO), learner state (optimizer, step, RNG),
+task cursor.
 
 A checkpoint is written to a temporary directory and renamed into place, then ``latest`` is replaced atomically,
 so a job killed mid-save leaves the previous checkpoint as ``latest``, never a half-written one.
@@ -12,6 +13,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from learners.value_head import FILENAME as VALUE_HEAD_FILE
+
 
 def save_checkpoint(run_dir: Path, step: int, learner, cursor: Mapping) -> Path:
     root = Path(run_dir) / "checkpoints"
@@ -22,7 +25,9 @@ def save_checkpoint(run_dir: Path, step: int, learner, cursor: Mapping) -> Path:
     state = learner.state()
     for name, data in state["adapter"].items():
         (tmp / "adapter" / name).write_bytes(data)
-    (tmp / "learner.pt").write_bytes(state["learner.pt"])
+    for name, data in state.items():  # learner.pt, and the value head beside the adapter (PPO)
+        if name != "adapter":
+            (tmp / name).write_bytes(data)
     (tmp / "cursor.json").write_text(json.dumps(dict(cursor)))
     (tmp / "step.json").write_text(json.dumps({"step": step}))
     shutil.rmtree(final, ignore_errors=True)
@@ -45,7 +50,10 @@ def load_checkpoint(path: Path, learner, pool=None) -> int:
     """Restore the learner (and, given the pool actor, the task cursor); returns the step to continue from."""
     path = Path(path)
     adapter = {p.name: p.read_bytes() for p in (path / "adapter").iterdir()}
-    learner.load_state({"adapter": adapter, "learner.pt": (path / "learner.pt").read_bytes()})
+    state = {"adapter": adapter, "learner.pt": (path / "learner.pt").read_bytes()}
+    if (path / VALUE_HEAD_FILE).exists():
+        state[VALUE_HEAD_FILE] = (path / VALUE_HEAD_FILE).read_bytes()
+    learner.load_state(state)
     if pool is not None:
         import ray
 

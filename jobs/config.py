@@ -10,6 +10,7 @@ from actors.config import RolloutConfig
 from cluster.config import ModelConfig, RayConfig
 from envs.config import TaskConfig
 from jobs.config_loader import doc, save_config
+from jobs.warm_start import check_init_adapter
 from learners.config import LearnerConfig
 from rewards.config import RewardConfig
 
@@ -32,8 +33,10 @@ class TrainSection:
     steps: int = doc(8, "RL steps (rollout -> reward -> update -> sync); ~1.5 min each on 2 CPU cores")
     tasks_per_step: int = doc(8, "tasks per step; episodes per step = tasks_per_step * rollout.samples_per_task")
     checkpoint_every: int = doc(2, "steps between checkpoints (adapter, optimizer, step, RNG, task cursor)")
-    init_adapter: str | None = doc(None, "warm-start (SFT) adapter; merged into the base, which is then the "
-                                         "reference, and RL trains a fresh adapter on top")
+    init_adapter: str | None = doc("sft", "warm start, merged into the base, which is then the reference; RL trains "
+                                          "a fresh adapter on top. `sft` = the shipped SFT recipe (configs/sft.yaml), "
+                                          "trained once and cached; `sft:<recipe.yaml>`; an adapter directory; or "
+                                          "null for the bare base model (jobs/warm_start.py)")
     max_failures: int = doc(2, "learner-group restarts from the latest checkpoint before the run fails")
 
     def validate(self) -> list[str]:
@@ -41,10 +44,24 @@ class TrainSection:
         for name in ("steps", "tasks_per_step", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
-        if self.init_adapter and not Path(self.init_adapter).expanduser().is_dir():
-            problems.append(f"init_adapter: {self.init_adapter} is not a directory. Fix: run "
-                            "`python -m jobs.sft` and pass the adapter directory it prints, or null")
-        return problems
+        return problems + check_init_adapter(self.init_adapter)
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    tasks: TaskConfig = doc(TaskConfig(num_tasks=128, split="test", seed=1234), "held-out tasks, one greedy "
+                                                                                "episode each")
+    every: int = doc(0, "evaluate every N steps as well; 0 = only before the first and after the last step, "
+                        "-1 = never")
+
+    def validate(self) -> list[str]:
+        return [] if self.every >= -1 else [f"every: must be >= -1, got {self.every}. Fix: 0 (start and end)"]
+
+    def due(self, step: int, steps: int) -> bool:
+        """Evaluate after ``step`` updates (0 = before training)?"""
+        if self.every < 0:
+            return False
+        return step in (0, steps) or (self.every > 0 and step % self.every == 0)
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class RunConfig:
     reward: RewardConfig = doc(RewardConfig(), "reward components and weights")
     learner: LearnerConfig = doc(LearnerConfig(), "the RL update and the learner group")
     train: TrainSection = doc(TrainSection(), "the training loop")
+    eval: EvalSection = doc(EvalSection(), "greedy evaluation on held-out tasks, paired task by task")
 
     def validate(self) -> list[str]:
         problems = []

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from actors.evaluation import paired
 from actors.remote import (
     POOL_CPUS,
     REWARD_CPUS,
@@ -34,6 +35,7 @@ from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
 from jobs.metrics import MetricsLog, step_line
 from jobs.rollout import parse_args
 from jobs.summary import summarize
+from jobs.warm_start import warm_start_adapter
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
 
@@ -57,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     check_plan({"rollout": rollout_worker_resources(cfg.rollout), "reward+pool": {"CPU": REWARD_CPUS + POOL_CPUS},
                 "learner": {"CPU": learner_cpus, "GPU": cfg.learner.num_workers * cfg.learner.use_gpu}}, available)
     model_path = str(resolve_model(cfg.model.name))
-    if cfg.train.init_adapter:  # warm start: the SFT policy becomes the base and the reference
-        model_path = str(merged_model(model_path, cfg.train.init_adapter))
+    warm_start = warm_start_adapter(cfg.train.init_adapter, cfg.model.name)  # trains the SFT recipe on first use
+    if warm_start:  # the SFT policy becomes the base and the reference; RL trains a fresh adapter on top
+        model_path = str(merged_model(model_path, warm_start))
+        print(f"warm start: {warm_start} merged into the base -> {model_path}")
     workers = start_rollout_workers(model_path, cfg.rollout)
     pool = start_rollout_pool(workers, start_reward_actor(cfg.reward), tasks, tasks_per_step=cfg.train.tasks_per_step,
                               seed=cfg.tasks.seed, engine_dtype=cfg.rollout.dtype,
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": to_dict(cfg), "model_path": model_path, "pool": pool, "run_dir": str(run_dir),
-                           "resume_from": str(resume_from) if resume_from else None},
+                           "resume_from": str(resume_from) if resume_from else None,
+                           "eval_tasks": load_tasks(cfg.eval.tasks) if cfg.eval.every >= 0 else []},
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=cfg.learner.use_gpu,
                                      resources_per_worker={"CPU": cfg.learner.num_cpus_per_worker}),
         run_config=TrainRunConfig(name="learner", storage_path=str(run_dir / "ray_train"),
@@ -108,6 +113,8 @@ def train_loop(config: dict) -> None:
         if rank == 0:  # the workers may serve a newer or an older adapter: serve exactly the checkpoint's
             push_adapter(learner, pool)
     log = MetricsLog(run_dir) if rank == 0 else None
+    if rank == 0 and cfg.eval.due(start, cfg.train.steps) and start == 0:
+        _evaluate(pool, config["eval_tasks"], 0, run_dir)                 # the starting policy, on held-out tasks
 
     for step in range(start, cfg.train.steps):
         step_started = time.perf_counter()
@@ -122,9 +129,22 @@ def train_loop(config: dict) -> None:
             metrics["step"], metrics["step_s"] = step + 1, time.perf_counter() - step_started
             log.write(metrics)
             print(step_line(metrics, cfg.train.steps), flush=True)
+            if cfg.eval.due(step + 1, cfg.train.steps):
+                _evaluate(pool, config["eval_tasks"], step + 1, run_dir)
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
                 checkpoint = save_checkpoint(run_dir, step + 1, learner, ray.get(pool.cursor_state.remote()))
         _report_to_ray_train(metrics, checkpoint)
+
+
+def _evaluate(pool, tasks: list, step: int, run_dir: Path) -> None:
+    """Greedy held-out evaluation of the policy served now; one line per evaluation in eval.jsonl."""
+    import ray
+
+    result = ray.get(pool.evaluate.remote(tasks)) | {"step": step}
+    with open(run_dir / "eval.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(f"eval after {step} steps: success {result['success']:.1%} on {result['tasks']} held-out tasks "
+          f"(valid first call {result['valid_first_call']:.1%}, {result['eval_s']:.0f}s)", flush=True)
 
 
 def _sync_metrics(report: dict) -> dict:
@@ -159,6 +179,13 @@ def _report(history: list[dict], run_dir: Path, wall_s: float) -> None:
     print(f"reward {first['reward']:.3f} -> {last['reward']:.3f}, success {first['success']:.1%} -> "
           f"{last['success']:.1%} over {len(history)} steps in {wall_s / 60:.1f} min")
     print(time_breakdown(history))
+    evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()] \
+        if (run_dir / "eval.jsonl").exists() else []
+    if len(evals) >= 2:
+        test = paired(evals[0]["solved"], evals[-1]["solved"])
+        print(f"held-out greedy success {test['before']}/{test['tasks']} -> {test['after']}/{test['tasks']} "
+              f"(steps {evals[0]['step']} -> {evals[-1]['step']}; {test['gained']} tasks gained, {test['lost']} lost, "
+              f"McNemar p = {test['p_value']:.2g})")
     print(f"outputs: {run_dir} (metrics.jsonl, tensorboard/, trajectories/, checkpoints/, curves.png)")
 
 

@@ -11,7 +11,8 @@ from learners.policy import LoraSettings
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    algo: Literal["grpo", "rloo"] = doc("grpo", "advantage estimator: group-normalised (GRPO) or leave-one-out")
+    algo: Literal["grpo", "rloo", "ppo"] = doc("grpo", "advantage estimator: group-normalised (GRPO), leave-one-out "
+                                                       "(RLOO), or PPO with a value head and GAE")
     lr: float = doc(1e-4, "AdamW learning rate for the LoRA weights; LoRA tolerates ~10x full fine-tuning rates")
     warmup_steps: int = doc(2, "linear LR warm-up, in optimizer steps")
     adam_eps: float = doc(1e-8, "AdamW epsilon; tests raise it so a step is linear in the gradient")
@@ -24,6 +25,13 @@ class LearnerConfig:
     dual_clip_c: float | None = doc(None, "dual clip bound c > 1 for negative advantages; None = off")
     kl_coef: float = doc(0.02, "weight of KL(policy || reference); the reference is the adapter switched off")
     kl_estimator: Literal["k1", "k2", "k3"] = doc("k3", "k3 in the loss is unbiased and >= 0 (Schulman)")
+    kl_mode: Literal["loss", "reward"] = doc("loss", "KL as a loss term (kl_estimator, usually k3), or as a k1 "
+                                                     "per-token penalty in the reward before GAE (PPO only)")
+    gamma: float = doc(1.0, "PPO/GAE discount per sampled token; 1 = the episode's outcome is not discounted")
+    lam: float = doc(0.95, "GAE lambda: 1 = Monte-Carlo return minus V, 0 = one-step TD")
+    vf_coef: float = doc(0.1, "PPO value-loss weight (the value head shares the LoRA backbone)")
+    value_clip: float | None = doc(0.2, "PPO value clip around the old values; None = unclipped")
+    whiten_advantages: bool = doc(True, "PPO: whiten token advantages over the global batch (all ranks)")
     entropy_coef: float = doc(0.0, "entropy bonus weight; 0 by default, sampling at T=1 explores enough")
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = doc(
         "token-mean", "how per-token losses combine; token-mean over the global batch (DAPO)")
@@ -49,6 +57,13 @@ class LearnerConfig:
             problems.append(f"dual_clip_c: must be > 1, got {self.dual_clip_c}. Fix: use 3.0 or null")
         if self.kl_coef < 0 or self.entropy_coef < 0:
             problems.append("kl_coef/entropy_coef: must be >= 0. Fix: use 0 to turn a term off")
+        if self.kl_mode == "reward" and self.algo != "ppo":
+            problems.append(f"kl_mode: 'reward' needs per-token rewards (algo ppo), got algo {self.algo}. Fix: use "
+                            "kl_mode=loss with grpo/rloo, or algo=ppo")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            problems.append(f"gamma/lam: must be in [0, 1], got {self.gamma}/{self.lam}. Fix: use 1.0/0.95")
+        if self.vf_coef < 0 or (self.value_clip is not None and self.value_clip <= 0):
+            problems.append("vf_coef must be >= 0 and value_clip > 0 or null. Fix: use 0.1 and 0.2")
         if self.dtype not in ("float32", "bfloat16"):
             problems.append(f"dtype: {self.dtype!r} unsupported. Fix: use float32 or bfloat16")
         return problems

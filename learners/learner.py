@@ -1,10 +1,14 @@
-"""One learner worker: the policy (base + LoRA), its optimizer, and the PPO-family update on a scored batch.
+"""One learner worker: the policy (base + LoRA, + a value head for PPO), its optimizer, and the PPO-family update.
 
 Every worker receives the whole scored batch (small: token ids and floats), computes the sequence advantages on
 all of it (GRPO/RLOO groups may straddle shards), takes its shard ``rank::world_size``, and normalises every loss by
 the *global* number of loss tokens, so the summed gradients of the shards equal the full-batch gradient exactly,
 whatever the shards' token counts. Gradients are summed with ``all_reduce`` (gloo on CPU, NCCL on GPU).
 The reference policy is the same model with the adapter switched off: no second copy of the weights.
+
+PPO (``algo: ppo``) adds a value head on the shared backbone: per-token rewards and GAE on each rank's rows (GAE
+needs nothing across rows), then the advantages are whitened with moments summed over all ranks, so the 1-rank and
+M-rank updates still agree.
 """
 
 from __future__ import annotations
@@ -16,17 +20,29 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
 from actors.adapters import read_adapter_dir
 from actors.trajectory import Trajectory
-from learners.advantages import broadcast_to_tokens, grpo_advantages, rloo_advantages
+from learners.advantages import broadcast_to_tokens, gae, grpo_advantages, rloo_advantages, token_rewards
 from learners.collate import Batch, collate, split
 from learners.config import LearnerConfig
-from learners.losses import aggregate, kl_penalty, masked_sum, ppo_policy_loss
-from learners.policy import add_lora, load_base, save_adapter, token_logprobs
+from learners.losses import aggregate, keep_masked, kl_penalty, masked_sum, ppo_policy_loss, value_loss
+from learners.policy import add_lora, load_base, policy_outputs, save_adapter, token_logprobs
+from learners.value_head import FILENAME as VALUE_HEAD_FILE
+from learners.value_head import ValueHead, load_value_head_bytes, value_head_bytes
+
+
+class Frozen(NamedTuple):
+    """A micro-batch's tensors from before the update: old-policy logprobs (None = take them from the training
+    forward), reference logprobs, old values (PPO)."""
+
+    old: torch.Tensor | None
+    ref: torch.Tensor
+    values: torch.Tensor | None
 
 
 class Learner:
@@ -39,7 +55,10 @@ class Learner:
             torch.set_num_threads(cfg.cpu_threads or max(1, (os.cpu_count() or 1) // world_size))
         torch.manual_seed(cfg.seed)  # same adapter initialisation on every rank
         self.model = add_lora(load_base(model_path, cfg.dtype), cfg.lora)
+        self.value_head = ValueHead(self.model.config.hidden_size) if cfg.algo == "ppo" else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            self.params += list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, eps=cfg.adam_eps,
                                            weight_decay=cfg.weight_decay)
         self.pad_id = AutoTokenizer.from_pretrained(model_path).pad_token_id or 0
@@ -47,82 +66,125 @@ class Learner:
 
     # ALGO LOGIC ---------------------------------------------------------------------------------------------
     def advantages(self, trajectories: Sequence[Trajectory]) -> torch.Tensor:
+        """Sequence advantages (GRPO/RLOO). For PPO, whose advantages are per token (GAE), the centred reward:
+        only the sync probe uses it there, to pick the episode the update pushes hardest."""
         scores = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
         groups = [t.group_id for t in trajectories]
         if self.cfg.algo == "grpo":
             return grpo_advantages(scores, groups)
-        return rloo_advantages(scores, groups)
+        if self.cfg.algo == "rloo":
+            return rloo_advantages(scores, groups)
+        return scores - scores.mean()
 
     def update(self, trajectories: Sequence[Trajectory]) -> dict:
         """One optimisation step on the full scored batch (this rank trains on its shard); returns metrics."""
         started = time.perf_counter()
         cfg = self.cfg
-        advantages = self.advantages(trajectories)
         mine = list(range(self.rank, len(trajectories), self.world_size))
         num_tokens = float(sum(t.num_sampled for t in trajectories))  # global: every rank sees the full batch
         if not mine or num_tokens == 0:
             raise ValueError(f"rank {self.rank} got no trainable tokens: batch of {len(trajectories)} episodes with "
                              f"{num_tokens:g} sampled tokens. Fix: more episodes per step than learner workers")
-        shard = collate([trajectories[i] for i in mine], self.pad_id)
-        micro = split(shard, cfg.micro_batch_size)
-        adv_micro = torch.split(advantages[mine], cfg.micro_batch_size)
-        old, ref = self._frozen_logprobs(micro)
+        micro = split(collate([trajectories[i] for i in mine], self.pad_id), cfg.micro_batch_size)
+        frozen = self._frozen_outputs(micro)
+        if cfg.algo == "ppo":
+            rewards = torch.split(torch.tensor([trajectories[i].reward for i in mine]), cfg.micro_batch_size)
+            advantages, returns = self._gae_targets(micro, frozen, rewards)
+        else:
+            seq_adv = torch.split(self.advantages(trajectories)[mine], cfg.micro_batch_size)
+            advantages = [broadcast_to_tokens(a, mb.loss_mask) for a, mb in zip(seq_adv, micro)]
+            returns = [None] * len(micro)
 
         stats = torch.zeros(8, dtype=torch.float64)  # sums over this rank's tokens, all-reduced below
         for _ in range(cfg.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for mb, adv, old_lp, ref_lp in zip(micro, adv_micro, old, ref):
-                stats += self._loss_and_backward(mb, adv, old_lp, ref_lp, num_tokens)
+            for mb, adv, ret, fr in zip(micro, advantages, returns, frozen):
+                stats += self._loss_and_backward(mb, adv, ret, fr, num_tokens)
             grad_norm, skipped = self._step_optimizer()
         stats = self._all_reduce(stats)
         self.step += 1
         tokens = stats[0].item()
-        return {
+        adv_abs = sum(masked_sum(a.abs(), mb.loss_mask).item() for a, mb in zip(advantages, micro))
+        metrics = {
             "loss": stats[1].item(), "kl": stats[2].item() / tokens, "entropy": stats[3].item() / tokens,
             "clip_frac": stats[4].item() / tokens, "logprob_mismatch": stats[5].item() / tokens,
             "logprob_mismatch_max": stats[6].item(), "grad_norm": grad_norm, "skipped_update": float(skipped),
             "lr": self.optimizer.param_groups[0]["lr"], "learn_tokens": tokens,
-            "advantage_abs_mean": advantages.abs().mean().item(), "learn_s": time.perf_counter() - started,
+            "advantage_abs_mean": self._all_reduce_sum(adv_abs) / num_tokens, "learn_s": time.perf_counter() - started,
         }
+        if cfg.algo == "ppo":
+            metrics["value_mse"] = stats[7].item() / tokens
+        return metrics
 
-    def _frozen_logprobs(self, micro: list[Batch]) -> tuple[list[torch.Tensor | None], list[torch.Tensor]]:
-        """Logprobs before the update (PPO's old policy) and under the reference (adapter off).
+    def _frozen_outputs(self, micro: list[Batch]) -> list[Frozen]:
+        """Per micro-batch, before the update: the reference logprobs (adapter off), and the old policy's logprobs
+        and values (adapter on) where they are needed.
 
-        With one epoch the old policy is the current one: its logprobs come free from the training forward
-        (``None`` here), saving a full forward pass per step.
+        With one epoch and no value head the old policy is the current one: its logprobs come free from the
+        training forward (``None`` here), saving a full forward pass per step. PPO needs the old values for GAE.
         """
-        old, ref = [], []
+        out = []
+        need_old = self.cfg.ppo_epochs > 1 or self.value_head is not None
         with torch.no_grad():
             for mb in micro:
                 where = mb.loss_mask > 0
-                old.append(None if self.cfg.ppo_epochs == 1 else
-                           token_logprobs(self.model, mb.input_ids, mb.attention_mask, self.temperature, where=where))
+                old = (policy_outputs(self.model, mb.input_ids, mb.attention_mask, self.temperature, where=where,
+                                      value_head=self.value_head) if need_old else None)
                 with self.model.disable_adapter():
-                    ref.append(token_logprobs(self.model, mb.input_ids, mb.attention_mask, self.temperature,
-                                              where=where))
-        return old, ref
+                    ref = token_logprobs(self.model, mb.input_ids, mb.attention_mask, self.temperature, where=where)
+                out.append(Frozen(old.logprobs if old else None, ref, old.values if old else None))
+        return out
 
-    def _loss_and_backward(self, mb: Batch, adv: torch.Tensor, old_lp: torch.Tensor | None, ref_lp: torch.Tensor,
+    def _gae_targets(self, micro: list[Batch], frozen: list[Frozen], rewards: Sequence[torch.Tensor]
+                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """PPO: per-token rewards (outcome on the last sampled token, process rewards at turn ends, optional k1
+        KL penalty), GAE with the old values, then advantages whitened over the global batch."""
+        cfg = self.cfg
+        advantages, returns = [], []
+        for mb, fr, outcome in zip(micro, frozen, rewards):
+            kl = kl_penalty(fr.old, fr.ref, "k1", mb.loss_mask) if cfg.kl_mode == "reward" else None
+            r = token_rewards(outcome, mb.turn_ends, mb.loss_mask, kl=kl, kl_coef=cfg.kl_coef)
+            adv, ret = gae(r, fr.values, mb.loss_mask, cfg.gamma, cfg.lam)
+            advantages.append(adv)
+            returns.append(ret)
+        if cfg.whiten_advantages:
+            moments = torch.tensor([sum(mb.loss_mask.sum().item() for mb in micro),
+                                    sum(masked_sum(a, mb.loss_mask).item() for a, mb in zip(advantages, micro)),
+                                    sum(masked_sum(a * a, mb.loss_mask).item() for a, mb in zip(advantages, micro))],
+                                   dtype=torch.float64)
+            n, total, squares = self._all_reduce_sum(moments).tolist()
+            mean = total / n
+            std = math.sqrt(max(squares / n - mean * mean, 0.0) + 1e-8)
+            advantages = [keep_masked((a - mean) / std, mb.loss_mask) for a, mb in zip(advantages, micro)]
+        return advantages, returns
+
+    def _loss_and_backward(self, mb: Batch, adv: torch.Tensor, returns: torch.Tensor | None, fr: Frozen,
                            num_tokens: float) -> torch.Tensor:
         cfg, mask = self.cfg, mb.loss_mask
         self.model.train()
-        logprobs, entropy = token_logprobs(self.model, mb.input_ids, mb.attention_mask, self.temperature,
-                                           where=mask > 0, return_entropy=True)
-        if old_lp is None:
-            old_lp = logprobs.detach()
-        policy = ppo_policy_loss(logprobs, old_lp, broadcast_to_tokens(adv, mask), mask, clip_eps=cfg.clip_eps,
-                                 clip_eps_high=cfg.clip_eps_high, dual_clip_c=cfg.dual_clip_c, agg=cfg.loss_agg,
-                                 num_tokens=num_tokens, num_seqs=None)
-        kl = kl_penalty(logprobs, ref_lp, kind=cfg.kl_estimator, mask=mask)
-        loss = (policy.loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, num_tokens=num_tokens)
-                - cfg.entropy_coef * aggregate(entropy, mask, cfg.loss_agg, num_tokens=num_tokens))
+        out = policy_outputs(self.model, mb.input_ids, mb.attention_mask, self.temperature, where=mask > 0,
+                             return_entropy=True, value_head=self.value_head)
+        logprobs, entropy = out.logprobs, out.entropy
+        old_lp = logprobs.detach() if fr.old is None else fr.old
+        policy = ppo_policy_loss(logprobs, old_lp, adv, mask, clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
+                                 dual_clip_c=cfg.dual_clip_c, agg=cfg.loss_agg, num_tokens=num_tokens, num_seqs=None)
+        kl = kl_penalty(logprobs, fr.ref, kind=cfg.kl_estimator, mask=mask)
+        loss = policy.loss - cfg.entropy_coef * aggregate(entropy, mask, cfg.loss_agg, num_tokens=num_tokens)
+        if cfg.kl_mode == "loss":
+            loss = loss + cfg.kl_coef * aggregate(kl, mask, cfg.loss_agg, num_tokens=num_tokens)
+        value_err = torch.zeros((), dtype=torch.float64)
+        if out.values is not None:
+            vloss = value_loss(out.values, fr.values, returns, mask, clip=cfg.value_clip, agg=cfg.loss_agg,
+                               num_tokens=num_tokens, num_seqs=None)
+            loss = loss + cfg.vf_coef * vloss.loss
+            value_err = masked_sum((out.values.detach() - returns) ** 2, mask).double()
         loss.backward()
         n = mask.sum()
         mismatch = (old_lp - mb.behavior_logprobs).abs() * mask
         return torch.stack([
             n.double(), loss.detach().double(), masked_sum(kl.detach(), mask).double(),
             masked_sum(entropy.detach(), mask).double(), (policy.clip_frac * n).double(),
-            mismatch.sum().double(), mismatch.max().double(), torch.zeros((), dtype=torch.float64),
+            mismatch.sum().double(), mismatch.max().double(), value_err,
         ])
 
     def _step_optimizer(self) -> tuple[float, bool]:
@@ -141,6 +203,14 @@ class Learner:
             group["lr"] = self.cfg.lr * warm
         self.optimizer.step()
         return grad_norm, False
+
+    def _all_reduce_sum(self, x):
+        """Sum a float or a tensor over the ranks (identity with one rank)."""
+        if self.world_size == 1:
+            return x
+        t = x.clone() if torch.is_tensor(x) else torch.tensor(float(x), dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t if torch.is_tensor(x) else t.item()
 
     def _all_reduce(self, stats: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
@@ -166,17 +236,25 @@ class Learner:
             return token_logprobs(self.model, ids, torch.ones_like(ids), 1.0)[0].tolist()
 
     def state(self) -> dict:
-        """Everything a resume needs from the learner: adapter weights, optimizer, step, RNG."""
+        """Everything a resume needs from the learner: adapter weights, value head, optimizer, step, RNG."""
         buf = io.BytesIO()
         torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step,
                     "torch_rng": torch.get_rng_state()}, buf)
-        return {"adapter": self.adapter_files(), "learner.pt": buf.getvalue()}
+        state = {"adapter": self.adapter_files(), "learner.pt": buf.getvalue()}
+        if self.value_head is not None:  # beside the adapter, never inside it
+            state[VALUE_HEAD_FILE] = value_head_bytes(self.value_head)
+        return state
 
     def load_state(self, state: dict) -> None:
         from peft.utils import set_peft_model_state_dict
         from safetensors.torch import load as load_safetensors
 
         set_peft_model_state_dict(self.model, load_safetensors(state["adapter"]["adapter_model.safetensors"]))
+        if self.value_head is not None:
+            if VALUE_HEAD_FILE not in state:
+                raise ValueError(f"checkpoint has no {VALUE_HEAD_FILE} but algo is ppo: it was written by a "
+                                 "grpo/rloo run. Fix: resume with that run's learner.algo")
+            load_value_head_bytes(self.value_head, state[VALUE_HEAD_FILE])
         extra = torch.load(io.BytesIO(state["learner.pt"]), weights_only=False)
         self.optimizer.load_state_dict(extra["optimizer"])
         self.step = extra["step"]

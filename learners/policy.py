@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -20,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from jobs.config_loader import doc
 
 __all__ = ["LoraSettings", "LLAMA_LINEAR_MODULES", "load_base", "add_lora", "load_adapter", "save_adapter",
-           "token_logprobs", "DTYPES"]
+           "token_logprobs", "policy_outputs", "PolicyOutputs", "DTYPES"]
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -133,6 +134,21 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     (and the entropy of the same distributions, [B, T-1], with ``return_entropy``). ``where`` ([B, T-1] bool)
     computes only those positions; the others are 0. Differentiable when grad is enabled.
     """
+    out = policy_outputs(model, input_ids, attention_mask, temperature, where=where, return_entropy=return_entropy,
+                         chunk_rows=chunk_rows)
+    return (out.logprobs, out.entropy) if return_entropy else out.logprobs
+
+
+class PolicyOutputs(NamedTuple):
+    logprobs: torch.Tensor  # [B, T-1]
+    entropy: torch.Tensor | None  # [B, T-1] with return_entropy
+    values: torch.Tensor | None  # [B, T-1] with a value head: V of the prefix ending at token t
+
+
+def policy_outputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   temperature: float = 1.0, *, where: torch.Tensor | None = None, return_entropy: bool = False,
+                   value_head=None, chunk_rows: int = HEAD_CHUNK_ROWS) -> PolicyOutputs:
+    """``token_logprobs`` from one decoder pass, plus the value head's predictions on the same positions (PPO)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if input_ids.dim() != 2 or input_ids.shape[1] < 2:
@@ -159,11 +175,9 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
         lp, ent = checkpoint(_head_logprobs, *args, use_reentrant=False) if recompute else _head_logprobs(*args)
         parts_lp.append(lp)
         parts_ent.append(ent)
-    out_shape = targets.shape
-    flat_lp = torch.cat(parts_lp) if parts_lp else hidden.new_zeros(0, dtype=torch.float32)
-    logprobs = torch.zeros(out_shape, dtype=torch.float32, device=input_ids.device).masked_scatter(where, flat_lp)
-    if not return_entropy:
-        return logprobs
-    flat_ent = torch.cat(parts_ent) if parts_ent else hidden.new_zeros(0, dtype=torch.float32)
-    entropy = torch.zeros(out_shape, dtype=torch.float32, device=input_ids.device).masked_scatter(where, flat_ent)
-    return logprobs, entropy
+    def on_grid(flat: list[torch.Tensor]) -> torch.Tensor:
+        values = torch.cat(flat) if flat else hidden.new_zeros(0, dtype=torch.float32)
+        return torch.zeros(targets.shape, dtype=torch.float32, device=input_ids.device).masked_scatter(where, values)
+
+    return PolicyOutputs(on_grid(parts_lp), on_grid(parts_ent) if return_entropy else None,
+                         on_grid([value_head(rows)]) if value_head is not None else None)

@@ -59,22 +59,11 @@ def rollout_worker(ray_cluster, model_path, rollout_cfg):
 
 @pytest.fixture(scope="session")
 def sft_adapter(model_path) -> str:
-    """The test session's one SFT warm-start adapter (DESIGN.md test budget), cached under AGENTRL_CACHE by recipe.
+    """The test session's one SFT warm-start adapter (DESIGN.md test budget): the shipped recipe, exactly what
+    ``python -m jobs.train`` warm-starts from, cached under AGENTRL_CACHE by recipe hash.
 
     CI runs with a checkout-local AGENTRL_CACHE, so a fresh clone trains it (a few minutes) like a new machine.
     """
-    import hashlib
-    import json
+    from jobs.warm_start import DEFAULT_RECIPE, sft_recipe_adapter
 
-    from cluster.model import cache_root
-    from jobs.config_loader import to_dict
-    from learners.sft import SFTConfig, train_sft
-
-    cfg = SFTConfig(check_tasks=0)
-    key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
-    out = cache_root() / "test-sft" / key
-    if not (out / "adapter_model.safetensors").exists():
-        tmp = out.with_name(key + ".tmp")
-        train_sft(cfg, model_path, tmp, log=lambda *a, **k: None)
-        tmp.rename(out)
-    return str(out)
+    return str(sft_recipe_adapter(DEFAULT_RECIPE, "smollm2-135m", log=lambda *a, **k: None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 import torch
@@ -58,34 +59,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_update(rank, world, port, model_path, trajs, out):
+def _trained_weights(learner: Learner) -> dict[str, torch.Tensor]:
+    weights = {k: v for k, v in learner.model.state_dict().items() if "lora_" in k}
+    if learner.value_head is not None:
+        weights |= {f"value_head.{k}": v for k, v in learner.value_head.state_dict().items()}
+    return weights
+
+
+def _rank_update(rank, world, port, model_path, trajs, cfg, out):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        learner = Learner(LINEAR_CFG, model_path, temperature=1.0, rank=rank, world_size=world)
+        learner = Learner(cfg, model_path, temperature=1.0, rank=rank, world_size=world)
         learner.update(trajs)
         if rank == 0:
             # numpy pickles by value; torch tensors would be shared through fds that die with this process
-            out.put({k: v.numpy().copy() for k, v in learner.model.state_dict().items() if "lora_" in k})
+            out.put({k: v.numpy().copy() for k, v in _trained_weights(learner).items()})
     finally:
         dist.destroy_process_group()
 
 
-def test_two_gloo_workers_equal_one_on_the_full_batch(model_path, tokenizer):
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_two_gloo_workers_equal_one_on_the_full_batch(model_path, tokenizer, algo):
+    """PPO adds per-rank GAE and advantage whitening with moments summed over ranks, and the value head."""
+    cfg = replace(LINEAR_CFG, algo=algo)
     trajs = scored_batch(tokenizer)
     shard_tokens = [sum(t.num_sampled for t in trajs[r::2]) for r in range(2)]
     assert shard_tokens[0] != shard_tokens[1]  # unequal shards: a per-rank mean could not pass by accident
-    single = Learner(LINEAR_CFG, model_path, temperature=1.0)
+    single = Learner(cfg, model_path, temperature=1.0)
     single.update(trajs)
-    expected = {k: v for k, v in single.model.state_dict().items() if "lora_" in k}
+    expected = _trained_weights(single)
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_rank_update, args=(r, 2, port, model_path, trajs, out)) for r in range(2)]
+    procs = [ctx.Process(target=_rank_update, args=(r, 2, port, model_path, trajs, cfg, out)) for r in range(2)]
     for p in procs:
         p.start()
     got = out.get(timeout=500)
@@ -96,3 +107,48 @@ def test_two_gloo_workers_equal_one_on_the_full_batch(model_path, tokenizer):
     assert max(v.abs().max().item() for k, v in expected.items() if "lora_B" in k) > 1e-5
     for k, v in expected.items():
         torch.testing.assert_close(torch.from_numpy(got[k]), v, atol=1e-7, rtol=1e-3, msg=k)
+
+
+# lam = 1: the value targets are the Monte-Carlo returns, which do not move with the critic (a fixed regression).
+PPO_CFG = LearnerConfig(algo="ppo", lr=1e-3, warmup_steps=1, micro_batch_size=2, kl_coef=0.05, vf_coef=1.0, lam=1.0)
+
+
+def test_ppo_fits_its_value_head_and_keeps_it_beside_the_adapter(model_path, tokenizer):
+    trajs = scored_batch(tokenizer)
+    learner = Learner(PPO_CFG, model_path, temperature=1.0)
+    mse = [learner.update(trajs)["value_mse"] for _ in range(3)]
+    assert min(mse[1:]) < 0.7 * mse[0], mse  # the critic learns the returns of a fixed batch
+    state = learner.state()
+    assert "value_head.safetensors" in state
+    assert not any("value" in name for name in state["adapter"])  # the PEFT adapter stays a plain adapter
+
+
+def test_resume_then_replaying_the_stored_batch_gives_the_uninterrupted_adapter(model_path, tokenizer, tmp_path):
+    """Checkpoint after step 1, restore into a fresh learner, replay step 2's batch read back from Parquet: the
+    adapter, value head, optimizer moments, step and RNG equal the uninterrupted run's."""
+    from actors.trajectory import read_parquet, write_parquet
+    from jobs.checkpoints import load_checkpoint, save_checkpoint
+
+    first = scored_batch(tokenizer)
+    second = scored_batch(tokenizer, rewards=(0.0, 1.0, 0.5, 1.0, 0.0, 0.0))
+    write_parquet(second, tmp_path / "step_2.parquet")
+    uninterrupted = Learner(PPO_CFG, model_path, temperature=1.0)
+    uninterrupted.update(first)
+    rng_at_save = torch.get_rng_state()
+    checkpoint = save_checkpoint(tmp_path, 1, uninterrupted, {"position": 8})
+    uninterrupted.update(second)
+
+    resumed = Learner(replace(PPO_CFG, seed=5), model_path, temperature=1.0)  # a different init, overwritten
+    torch.manual_seed(123)  # the restore must bring back the checkpoint's RNG, not keep this one
+    assert load_checkpoint(checkpoint, resumed) == 1 and resumed.step == 1
+    assert torch.equal(torch.get_rng_state(), rng_at_save)
+    resumed.update(read_parquet(tmp_path / "step_2.parquet"))
+    assert resumed.step == uninterrupted.step == 2
+    want, got = _trained_weights(uninterrupted), _trained_weights(resumed)
+    assert max(v.abs().max().item() for k, v in want.items() if "lora_B" in k) > 1e-5
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-5, msg=k)
+    moments = [s["exp_avg_sq"] for s in resumed.optimizer.state_dict()["state"].values()]
+    expected = [s["exp_avg_sq"] for s in uninterrupted.optimizer.state_dict()["state"].values()]
+    for a, b in zip(moments, expected):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-5)

@@ -1,0 +1,79 @@
+"""The warm start RL begins from: none, a user's adapter directory, or the shipped SFT recipe, trained once.
+
+``train.init_adapter``:
+
+- ``null``: RL starts from the base model (the untrained SmolLM2 almost never calls a tool; expect no signal);
+- a directory: a PEFT adapter (e.g. what ``python -m jobs.sft`` printed);
+- ``sft`` or ``sft:<config.yaml>``: the SFT recipe (default ``configs/sft.yaml``) for this model. Its adapter is
+  trained on first use and cached under ``$AGENTRL_CACHE/sft/<recipe hash>``, so ``python -m jobs.train`` is
+  SFT -> RL in one command and later runs (and the tests) reuse the same adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RECIPE = ROOT / "configs" / "sft.yaml"
+
+
+def recipe_path(spec: str) -> Path | None:
+    """The SFT recipe of an ``sft[:path]`` spec, or None when the spec is an adapter directory."""
+    if spec == "sft":
+        return DEFAULT_RECIPE
+    if spec.startswith("sft:"):
+        return Path(spec[4:]).expanduser()
+    return None
+
+
+def check_init_adapter(spec: str | None) -> list[str]:
+    if not spec:
+        return []
+    recipe = recipe_path(spec)
+    if recipe is not None:
+        return [] if recipe.is_file() else [f"init_adapter: SFT recipe {recipe} not found. Fix: give an SFT config "
+                                            "file (see configs/sft.yaml) as sft:<path>, or plain sft"]
+    if not (Path(spec).expanduser() / "adapter_config.json").is_file():
+        return [f"init_adapter: {spec} is not a PEFT adapter directory (no adapter_config.json). Fix: run "
+                "`python -m jobs.sft` and pass the adapter directory it prints, use `sft` to train the shipped "
+                "recipe once, or null"]
+    return []
+
+
+def warm_start_adapter(spec: str | None, model: str, *, log=print) -> str | None:
+    """The adapter directory to merge into the base before RL (None = start from the base)."""
+    if not spec:
+        return None
+    recipe = recipe_path(spec)
+    if recipe is None:
+        return str(Path(spec).expanduser().resolve())
+    return str(sft_recipe_adapter(recipe, model, log=log))
+
+
+def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
+    """Train the recipe's adapter once per (recipe, model) and cache it; concurrent callers train it once."""
+    from dataclasses import replace
+
+    from cluster.model import build_once, cache_root, resolve_model
+    from jobs.config_loader import load_config, to_dict
+    from learners.sft import SFTConfig, train_sft
+
+    cfg = replace(load_config(SFTConfig, recipe), model=model, check_tasks=0, out_dir=None)
+    key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    target = cache_root() / "sft" / f"{Path(recipe).stem}-{key}"
+
+    def build() -> None:
+        log(f"warm start: training the SFT recipe {recipe} once (cached at {target})")
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        metrics = train_sft(cfg, resolve_model(model), tmp, log=lambda line: log(f"  sft {line}"))
+        (tmp / "sft_metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "steps"}))
+        (tmp / "DONE").write_text(str(recipe))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+
+    return build_once(target, build)

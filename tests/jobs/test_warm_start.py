@@ -1,0 +1,32 @@
+"""train.init_adapter: the SFT recipe spec, adapter directories, and the errors for anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.config import EvalSection, TrainSection
+from jobs.warm_start import DEFAULT_RECIPE, check_init_adapter, recipe_path, warm_start_adapter
+
+
+def test_specs_resolve_to_recipes_or_directories(tmp_path):
+    assert recipe_path("sft") == DEFAULT_RECIPE and DEFAULT_RECIPE.is_file()
+    assert recipe_path("sft:my/recipe.yaml") == Path("my/recipe.yaml")
+    assert recipe_path(str(tmp_path)) is None
+    assert warm_start_adapter(None, "smollm2-135m") is None
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert warm_start_adapter(str(tmp_path), "smollm2-135m") == str(tmp_path.resolve())
+    assert check_init_adapter(str(tmp_path)) == [] and check_init_adapter("sft") == []
+
+
+def test_bad_specs_name_the_fix(tmp_path):
+    (problem,) = check_init_adapter(str(tmp_path))  # a directory without an adapter in it
+    assert "adapter_config.json" in problem and "jobs.sft" in problem
+    (problem,) = check_init_adapter("sft:nope.yaml")
+    assert "nope.yaml" in problem and "configs/sft.yaml" in problem
+    assert TrainSection(init_adapter="sft:nope.yaml").validate()
+
+
+def test_eval_is_due_at_start_end_and_every_n():
+    assert [s for s in range(7) if EvalSection().due(s, 6)] == [0, 6]
+    assert [s for s in range(7) if EvalSection(every=2).due(s, 6)] == [0, 2, 4, 6]
+    assert not any(EvalSection(every=-1).due(s, 6) for s in range(7))
