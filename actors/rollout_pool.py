@@ -113,8 +113,9 @@ class RolloutPool:
         report["sync_s"] = time.perf_counter() - started
         return report
 
-    def evaluate(self, tasks: Sequence[Task], version: int | None = None) -> dict:
-        """One greedy episode per held-out task under ``version`` (default: the one served now), across workers."""
+    def evaluate(self, tasks: Sequence[Task], version: int | None = None, name: str = "eval") -> dict:
+        """One greedy episode per held-out task under ``version`` (default: the one served now), across workers.
+        The episodes go to ``<out_dir>/../eval/<name>.parquet`` for inspection."""
         import ray
 
         version = self.version if version is None else version
@@ -122,8 +123,10 @@ class RolloutPool:
         shards = [list(tasks)[i:: len(self.workers)] for i in range(len(self.workers))]
         refs = [w.run_episodes.remote(s, samples_per_task=1, temperature=0.0, version=version)
                 for w, s in zip(self.workers, shards) if s]
-        result = evaluate_batch([t for batch in ray.get(refs) for t in batch])
-        return result | {"version": version, "eval_s": time.perf_counter() - started}
+        trajectories = [t for batch in ray.get(refs) for t in batch]
+        if self.out_dir:
+            write_parquet(trajectories, self.out_dir.parent / "eval" / f"{name}.parquet")
+        return evaluate_batch(trajectories) | {"version": version, "eval_s": time.perf_counter() - started}
 
     def cursor_state(self) -> dict:
         return {"position": self.cursor.position, "seed": self.cursor.seed, "version": self.version}

@@ -69,6 +69,7 @@ class RolloutWorker:
         """Serve an already resident version (or 0, the base model) from now on."""
         if version != 0 and version not in self.store.versions:
             raise KeyError(f"adapter version {version} is not resident; resident: {sorted(self.store.versions)}")
+        self.backend.activate(version, self.store.versions[version].path if version else None)
         self.version = version
         self.checksum = self.store.versions[version].checksum if version else "base"
         return self.serving()

@@ -24,8 +24,13 @@ class VLLMBackend:
         kwargs = {}
         if not current_platform.is_cpu():
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        if cfg.enable_lora:
+        self.merged = cfg.adapter_serving == "merged" or (cfg.adapter_serving == "auto" and current_platform.is_cpu())
+        if self.merged:
+            kwargs["worker_extension_cls"] = "actors.merged_weights.MergedAdapterExtension"
+        elif cfg.enable_lora:
             kwargs.update(enable_lora=True, max_lora_rank=cfg.max_lora_rank, max_loras=cfg.max_loras)
+        self.model_path = model_path
+        self.serving_version = 0  # merged serving: the one version the weights hold now
         self.llm = LLM(model=model_path, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
                        max_num_seqs=cfg.max_num_seqs, logprobs_mode="processed_logprobs",
                        enable_prefix_caching=True, enforce_eager=cfg.enforce_eager, seed=cfg.seed, **kwargs)
@@ -34,13 +39,25 @@ class VLLMBackend:
         self._loras: dict[int, object] = {}
 
     def add_adapter(self, entry: AdapterVersion) -> None:
-        """Load an adapter version into the engine now (not lazily at the first request), so a load error shows here."""
+        """Load an adapter version into the engine now (not lazily at the first request), so a load error shows here.
+        Merged serving swaps it into the weights: from now on it is the only version served."""
         from vllm.lora.request import LoRARequest
 
+        if self.merged:
+            self.activate(entry.version, entry.path)
+            return
         request = LoRARequest(entry.name, entry.int_id, entry.path)
         if not self.llm.llm_engine.add_lora(request):
             raise RuntimeError(f"vLLM refused adapter version {entry.version} at {entry.path}")
         self._loras[entry.version] = request
+
+    def activate(self, version: int, path: str | None) -> None:
+        """Merged serving: put ``version`` (adapter at ``path``; None = the base) into the weights. LoRA: no-op."""
+        if not self.merged or version == self.serving_version:
+            return
+        self.llm.collective_rpc("agentrl_merge_adapter", args=(self.model_path, path))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+        self.serving_version = version
 
     def remove_adapter(self, version: int) -> None:
         request = self._loras.pop(version, None)
@@ -48,6 +65,11 @@ class VLLMBackend:
             self.llm.llm_engine.remove_lora(request.lora_int_id)
 
     def _lora(self, version: int):
+        if self.merged:
+            if version != self.serving_version:
+                raise KeyError(f"merged serving holds one version, {self.serving_version}; version {version} was "
+                               "asked for. Fix: use_version() it first, or rollout.adapter_serving=lora")
+            return None
         if version in self._loras:
             return self._loras[version]
         if version == 0:

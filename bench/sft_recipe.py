@@ -1,7 +1,7 @@
 """Size the SFT warm start: greedy held-out success of several SFT recipes over several seeds, on the real engine.
 
-    .venv/bin/python bench/sft_recipe.py                               # the default sweep (~15 min on 2 cores)
-    .venv/bin/python bench/sft_recipe.py --demos 16 32 --seeds 0 1 2 --tasks 128
+    .venv/bin/python bench/sft_recipe.py                       # the shipped recipe (24 demos), seeds 0-2, 128 tasks
+    .venv/bin/python bench/sft_recipe.py --demos 16 32 64 --seeds 0 --tasks 64
 
 For every (num_demos, seed) it trains an SFT adapter (configs/sft.yaml otherwise), then one in-process vLLM engine
 plays one greedy episode per held-out test task under each adapter. Prints a table, writes
@@ -19,10 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from actors.adapters import read_adapter_dir
-from actors.config import RolloutConfig
 from actors.rollout_worker import RolloutWorker
 from cluster.model import resolve_model
 from envs.calculator import generate_tasks
+from jobs.config import RunConfig
 from jobs.config_loader import load_config
 from actors.evaluation import evaluate
 from learners.sft import SFTConfig, train_sft
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demos", type=int, nargs="+", default=[16, 24, 32, 64])
+    parser.add_argument("--demos", type=int, nargs="+", default=[24])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tasks", type=int, default=128, help="held-out test tasks (seed 1234)")
     parser.add_argument("--warmup", type=int, default=None, help="override warmup_steps")
@@ -55,7 +55,8 @@ def main() -> None:
             adapters[(demos, seed)] = (work / f"d{demos}-s{seed}", metrics["train_s"])
             print(f"trained demos={demos} seed={seed} in {metrics['train_s']:.0f}s", flush=True)
 
-    worker = RolloutWorker(model_path, RolloutConfig())
+    run_cfg = load_config(RunConfig, ROOT / "configs" / "train.yaml")  # the episode limits RL trains and evaluates with
+    worker = RolloutWorker(model_path, run_cfg.rollout)
     tasks = generate_tasks(args.tasks, seed=1234, split="test")
     rows = [{"demos": 0, "seed": None, **_scores(evaluate(worker.run_episodes, tasks, 0))}]
     for version, ((demos, seed), (path, train_s)) in enumerate(adapters.items(), start=1):

@@ -27,7 +27,6 @@ from actors.remote import (
     start_rollout_workers,
 )
 from cluster.connect import check_plan, connect
-from cluster.model import merged_model, resolve_model
 from envs.task_source import load_tasks
 from jobs.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
@@ -35,7 +34,7 @@ from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
 from jobs.metrics import MetricsLog, step_line
 from jobs.rollout import parse_args
 from jobs.summary import summarize
-from jobs.warm_start import warm_start_adapter
+from jobs.warm_start import warm_started_model
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
 
@@ -58,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     learner_cpus = cfg.learner.num_cpus_per_worker * cfg.learner.num_workers
     check_plan({"rollout": rollout_worker_resources(cfg.rollout), "reward+pool": {"CPU": REWARD_CPUS + POOL_CPUS},
                 "learner": {"CPU": learner_cpus, "GPU": cfg.learner.num_workers * cfg.learner.use_gpu}}, available)
-    model_path = str(resolve_model(cfg.model.name))
-    warm_start = warm_start_adapter(cfg.train.init_adapter, cfg.model.name)  # trains the SFT recipe on first use
-    if warm_start:  # the SFT policy becomes the base and the reference; RL trains a fresh adapter on top
-        model_path = str(merged_model(model_path, warm_start))
-        print(f"warm start: {warm_start} merged into the base -> {model_path}")
+    model_path = warm_started_model(cfg.train.init_adapter, cfg.model.name)  # SFT once, merged into the base
     workers = start_rollout_workers(model_path, cfg.rollout)
     pool = start_rollout_pool(workers, start_reward_actor(cfg.reward), tasks, tasks_per_step=cfg.train.tasks_per_step,
                               seed=cfg.tasks.seed, engine_dtype=cfg.rollout.dtype,
@@ -140,7 +135,7 @@ def _evaluate(pool, tasks: list, step: int, run_dir: Path) -> None:
     """Greedy held-out evaluation of the policy served now; one line per evaluation in eval.jsonl."""
     import ray
 
-    result = ray.get(pool.evaluate.remote(tasks)) | {"step": step}
+    result = ray.get(pool.evaluate.remote(tasks, name=f"step_{step:05d}")) | {"step": step}
     with open(run_dir / "eval.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"eval after {step} steps: success {result['success']:.1%} on {result['tasks']} held-out tasks "

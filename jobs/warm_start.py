@@ -54,6 +54,27 @@ def warm_start_adapter(spec: str | None, model: str, *, log=print) -> str | None
     return str(sft_recipe_adapter(recipe, model, log=log))
 
 
+def warm_started_model(spec: str | None, model: str) -> str:
+    """The model directory RL starts from: the base, or the base with the warm-start adapter merged in (the SFT
+    policy, which is then also the KL reference). Built in a child process, so the job's driver does not keep the
+    SFT run's or the merge's memory (several GB on CPU) for the rest of the run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        path = pool.submit(_warm_started_model, spec, model).result()
+    print(f"policy base: {path}", flush=True)
+    return path
+
+
+def _warm_started_model(spec: str | None, model: str) -> str:
+    from cluster.model import merged_model, resolve_model
+
+    base = resolve_model(model)
+    adapter = warm_start_adapter(spec, model, log=lambda line: print(line, flush=True))
+    return str(merged_model(base, adapter) if adapter else base)
+
+
 def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
     """Train the recipe's adapter once per (recipe, model) and cache it; concurrent callers train it once."""
     from dataclasses import replace

@@ -25,6 +25,7 @@ __all__ = ["LoraSettings", "LLAMA_LINEAR_MODULES", "load_base", "add_lora", "loa
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SHARED_PREFIX_MIN = 32  # rows sharing at least this many leading tokens run them once (decoder_hidden)
 HEAD_CHUNK_ROWS = 1024  # positions per LM-head chunk: 1024 x 49k vocab x 4 B = 200 MB of fp32 logits at a time
 
 
@@ -112,6 +113,38 @@ def _backbone_and_head(model):
     return decoder, head
 
 
+def shared_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """Length of the prefix every row has in common (real tokens only, no padding in it)."""
+    same = (input_ids == input_ids[:1]).all(0) & (attention_mask > 0).all(0)
+    return int(same.long().cumprod(0).sum())
+
+
+def decoder_hidden(decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   min_shared: int | None = None) -> torch.Tensor:
+    """Final hidden states [B, T, H]. Rows that share a prefix (the system prompt with the tool schemas is ~80% of
+    a calculator episode) run it once: its KV cache is computed for one row and expanded to all, then the rest of
+    every row attends to it. Same values and gradients as the plain forward (tested), ~2x less compute here."""
+    batch, width = input_ids.shape
+    min_shared = SHARED_PREFIX_MIN if min_shared is None else min_shared
+    prefix = shared_prefix_len(input_ids, attention_mask) if batch > 1 else 0
+    if prefix < min_shared or prefix >= width:
+        # Positions from the mask, so left-padded rows get the same positions as unpadded ones.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).last_hidden_state
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    shared = decoder(input_ids=input_ids[:1, :prefix], use_cache=True, past_key_values=cache).last_hidden_state
+    for layer in cache.layers:  # expand is a view; autograd sums the rows' gradients into the shared prefix
+        layer.keys = layer.keys.expand(batch, -1, -1, -1)
+        layer.values = layer.values.expand(batch, -1, -1, -1)
+    position_ids = prefix + (attention_mask[:, prefix:].long().cumsum(-1) - 1).clamp(min=0)
+    rest = decoder(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=position_ids,
+                   past_key_values=cache, use_cache=True).last_hidden_state
+    return torch.cat([shared.expand(batch, -1, -1), rest], dim=1)
+
+
 def _head_logprobs(head, rows: torch.Tensor, targets: torch.Tensor, temperature: float,
                    with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(rows).float()
@@ -156,10 +189,7 @@ def policy_outputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     decoder, head = _backbone_and_head(model)
-    # Positions from the mask, so left-padded rows get the same positions as unpadded ones.
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state[:, :-1]
+    hidden = decoder_hidden(decoder, input_ids, attention_mask)[:, :-1]
     targets = input_ids[:, 1:]
     if where is None:
         where = torch.ones_like(targets, dtype=torch.bool)

@@ -44,8 +44,11 @@ def ray_cluster():
 def rollout_cfg():
     from actors.config import RolloutConfig
 
+    # LoRA serving: these tests hold several adapter versions at once. Merged serving (the CPU default) is what
+    # the end-to-end learning test runs, every sync verified against the learner.
     return RolloutConfig(kv_cache_gib=1.0, max_model_len=2048, max_num_seqs=32, max_loras=2, keep_versions=2,
-                         max_lora_rank=16, max_turns=3, max_tokens_per_turn=96, max_total_tokens=900)
+                         max_lora_rank=16, max_turns=3, max_tokens_per_turn=96, max_total_tokens=900,
+                         adapter_serving="lora")
 
 
 @pytest.fixture(scope="session")

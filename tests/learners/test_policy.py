@@ -157,3 +157,40 @@ def test_lora_settings_are_documented_and_validated():
         from_dict(LoraSettings, {"rank": 0, "alpha": -1, "dropout": 1.0, "target_modules": []})
     assert len(info.value.problems) == 4
     assert from_dict(LoraSettings, {"target_modules": ["q_proj", "v_proj"]}).target_modules == ("q_proj", "v_proj")
+
+
+def test_shared_prefix_path_gives_the_plain_forwards_values_and_gradients(model_path):
+    """Rows with a common 40-token prompt and right-padded continuations of unequal length: the prefix runs once."""
+    from learners import policy
+
+    torch.manual_seed(0)
+    model = add_lora(load_base(model_path), LoraSettings(rank=4))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.02)  # a non-zero adapter, so the prefix's hidden states depend on it
+    prompt = torch.randint(100, 49000, (40,), generator=torch.Generator().manual_seed(1))
+    rest = torch.randint(100, 49000, (3, 9), generator=torch.Generator().manual_seed(2))
+    ids = torch.cat([prompt.expand(3, -1), rest], dim=1)
+    mask = torch.ones_like(ids)
+    mask[1, -4:] = 0
+    mask[2, -7:] = 0
+    assert policy.shared_prefix_len(ids, mask) == 40
+    where = torch.zeros(3, ids.shape[1] - 1, dtype=torch.bool)
+    where[:, 39:] = real(mask)[:, 39:]
+
+    def run(min_shared):
+        model.zero_grad()
+        original, policy.SHARED_PREFIX_MIN = policy.SHARED_PREFIX_MIN, min_shared
+        try:
+            lp = token_logprobs(model, ids, mask, where=where)
+        finally:
+            policy.SHARED_PREFIX_MIN = original
+        lp.sum().backward()
+        return lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    shared_lp, shared_grads = run(min_shared=8)
+    plain_lp, plain_grads = run(min_shared=10_000)
+    torch.testing.assert_close(shared_lp, plain_lp, atol=1e-4, rtol=0)
+    for name, grad in plain_grads.items():
+        scale = grad.abs().max().item()
+        assert (shared_grads[name] - grad).abs().max().item() <= 1e-4 * scale + 1e-7, name
