@@ -30,7 +30,7 @@ class RunSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    steps: int = doc(8, "RL steps (rollout -> reward -> update -> sync); ~1.5 min each on 2 CPU cores")
+    steps: int = doc(6, "RL steps (rollout -> reward -> update -> sync); ~2 min each on 2 CPU cores")
     tasks_per_step: int = doc(8, "tasks per step; episodes per step = tasks_per_step * rollout.samples_per_task")
     checkpoint_every: int = doc(2, "steps between checkpoints (adapter, optimizer, step, RNG, task cursor)")
     init_adapter: str | None = doc("sft", "warm start, merged into the base, which is then the reference; RL trains "

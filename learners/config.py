@@ -13,7 +13,8 @@ from learners.policy import LoraSettings
 class LearnerConfig:
     algo: Literal["grpo", "rloo", "ppo"] = doc("grpo", "advantage estimator: group-normalised (GRPO), leave-one-out "
                                                        "(RLOO), or PPO with a value head and GAE")
-    lr: float = doc(1e-4, "AdamW learning rate for the LoRA weights; LoRA tolerates ~10x full fine-tuning rates")
+    lr: float = doc(1e-3, "AdamW learning rate of the LoRA weights. On the default job 1e-3 took held-out success "
+                          "46% -> 71% in 6 GRPO steps, 3e-4 only to 55% (docs/training.md)")
     warmup_steps: int = doc(2, "linear LR warm-up, in optimizer steps")
     adam_eps: float = doc(1e-8, "AdamW epsilon; tests raise it so a step is linear in the gradient")
     weight_decay: float = doc(0.0, "AdamW weight decay; 0 keeps the adapter pulled only by the KL term")

@@ -14,6 +14,7 @@ from tests.jobs.conftest import REPO, submit
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 
+@pytest.mark.slow  # the default suite submits jobs.train the same way (tests/jobs/test_learning.py)
 def test_rollout_job_under_ray_job_submit(head_cluster, tmp_path, tokenizer):
     env, address = head_cluster
     storage = tmp_path / "runs"
