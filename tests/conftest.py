@@ -51,13 +51,42 @@ def rollout_cfg():
                          adapter_serving="lora")
 
 
+_SESSION_ENGINES: list = []  # the session's rollout worker, so the end-to-end test can release it
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end chain (marker e2e) runs last: it starts a Ray head, an engine and a learner of its own, and
+    on a 23 GiB machine that only fits once the session's engine is gone (release_session_engine)."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 @pytest.fixture(scope="session")
 def rollout_worker(ray_cluster, model_path, rollout_cfg):
     from actors.remote import start_rollout_workers
 
     (worker,) = start_rollout_workers(model_path, rollout_cfg)
+    _SESSION_ENGINES.append(worker)
     yield worker
-    ray_cluster.kill(worker)
+    if worker in _SESSION_ENGINES:
+        ray_cluster.kill(worker)
+
+
+@pytest.fixture
+def release_session_engine():
+    """Kill the session's rollout worker (e2e tests run last, nothing needs it after) and hand freed heap back to
+    the OS, so the machine holds one engine and one learner, not two engines."""
+    import ctypes
+    import gc
+
+    import ray
+
+    while _SESSION_ENGINES:
+        ray.kill(_SESSION_ENGINES.pop())
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
 
 @pytest.fixture(scope="session")
