@@ -72,10 +72,7 @@ class RolloutPool:
             if step not in self._batches:
                 self._batches = {k: v for k, v in self._batches.items() if k >= step - 1}
                 started = time.perf_counter()
-                chosen = [self.tasks[i] for i in self.cursor.take(self.tasks_per_step)]
-                shards = [chosen[i:: len(self.workers)] for i in range(len(self.workers))]
-                refs = [w.run_episodes.remote(s) for w, s in zip(self.workers, shards) if s]
-                trajectories = [t for batch in ray.get(refs) for t in batch]
+                trajectories = self._play([self.tasks[i] for i in self.cursor.take(self.tasks_per_step)])
                 rollout_s = time.perf_counter() - started
                 scored = ray.get(self.reward_actor.score_batch.remote(trajectories, self.by_id))
                 timings = {"rollout_s": rollout_s, "reward_s": time.perf_counter() - started - rollout_s}
@@ -116,17 +113,20 @@ class RolloutPool:
     def evaluate(self, tasks: Sequence[Task], version: int | None = None, name: str = "eval") -> dict:
         """One greedy episode per held-out task under ``version`` (default: the one served now), across workers.
         The episodes go to ``<out_dir>/../eval/<name>.parquet`` for inspection."""
-        import ray
-
         version = self.version if version is None else version
         started = time.perf_counter()
-        shards = [list(tasks)[i:: len(self.workers)] for i in range(len(self.workers))]
-        refs = [w.run_episodes.remote(s, samples_per_task=1, temperature=0.0, version=version)
-                for w, s in zip(self.workers, shards) if s]
-        trajectories = [t for batch in ray.get(refs) for t in batch]
+        trajectories = self._play(tasks, samples_per_task=1, temperature=0.0, version=version)
         if self.out_dir:
             write_parquet(trajectories, self.out_dir.parent / "eval" / f"{name}.parquet")
         return evaluate_batch(trajectories) | {"version": version, "eval_s": time.perf_counter() - started}
+
+    def _play(self, tasks: Sequence[Task], **episode_args) -> list[Trajectory]:
+        """Split the tasks across the workers, play them, and gather the trajectories in worker order."""
+        import ray
+
+        shards = [list(tasks)[i:: len(self.workers)] for i in range(len(self.workers))]
+        refs = [w.run_episodes.remote(s, **episode_args) for w, s in zip(self.workers, shards) if s]
+        return [t for batch in ray.get(refs) for t in batch]
 
     def cursor_state(self) -> dict:
         return {"position": self.cursor.position, "seed": self.cursor.seed, "version": self.version}

@@ -108,7 +108,7 @@ def train_loop(config: dict) -> None:
         if rank == 0:  # the workers may serve a newer or an older adapter: serve exactly the checkpoint's
             push_adapter(learner, pool)
     log = MetricsLog(run_dir) if rank == 0 else None
-    if rank == 0 and cfg.eval.due(start, cfg.train.steps) and start == 0:
+    if rank == 0 and start == 0 and cfg.eval.due(0, cfg.train.steps):
         _evaluate(pool, config["eval_tasks"], 0, run_dir)                 # the starting policy, on held-out tasks
 
     for step in range(start, cfg.train.steps):

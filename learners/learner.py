@@ -215,8 +215,7 @@ class Learner:
     def _all_reduce(self, stats: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
             return stats
-        summed = stats.clone()
-        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        summed = self._all_reduce_sum(stats)
         peak = stats[6:7].clone()
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         summed[6] = peak[0]
