@@ -17,14 +17,14 @@ import time
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from actors.config import RolloutConfig
 from actors.trajectory import ToolCallRecord, Trajectory, Turn
 from envs import make_env
 from envs.base import StepResult
-from envs.chat import TOOL_CALL_CLOSE, decode, render, suffix_ids
+from envs.chat import TOOL_CALL_CLOSE, TOOL_CALL_STOP, decode, render, suffix_ids
 from envs.tasks import Task
 from envs.tool_calls import ToolCall, parse_tool_calls
 
@@ -39,7 +39,7 @@ class Sampling:
     temperature: float
     top_p: float
     seed: int
-    stop: tuple[str, ...] = (TOOL_CALL_CLOSE,)
+    stop: tuple[str, ...] = (TOOL_CALL_STOP,)
 
 
 @dataclass
@@ -158,8 +158,12 @@ def _absorb(ep: _Episode, out: Generation, tokenizer, eos_id: int) -> list[ToolC
     ep.turns.append(Turn(start, len(ep.completion_ids), ep.agent_id, ep.version))
     ended_by_eos = bool(out.token_ids) and out.token_ids[-1] == eos_id and out.stop_str is None
     content = decode(tokenizer, out.token_ids[:-1] if ended_by_eos else out.token_ids)
+    if out.stop_str == TOOL_CALL_STOP and content.endswith(TOOL_CALL_STOP):
+        content += TOOL_CALL_CLOSE[len(TOOL_CALL_STOP):]  # the runner closes the tag: its '>' is a mask-0 token
     ep.messages.append({"role": "assistant", "content": content})
     calls, errors = parse_tool_calls(content)
+    if calls and out.stop_str is not None and _overshoots(content):
+        calls[-1] = replace(calls[-1], strict=False)
     ep.parse_errors += len(errors)
     turn = len(ep.turns) - 1
     for err in errors:
@@ -173,6 +177,13 @@ def _absorb(ep: _Episode, out: Generation, tokenizer, eos_id: int) -> list[ToolC
         result = ep.env.step(content)
         ep.final_answer, ep.reward, ep.status = content, result.reward, "finished"
     return []
+
+
+def _overshoots(content: str) -> bool:
+    """Did the turn's last token run past the closing tag (a token like ``call>"``)? The call still runs, but it is
+    not strict. Rare since the runner writes the tag's ``>`` itself (``envs.chat.TOOL_CALL_STOP``)."""
+    at = content.rfind(TOOL_CALL_CLOSE)
+    return at != -1 and content[at + len(TOOL_CALL_CLOSE):].strip() != ""
 
 
 def _run_calls(ep: _Episode, calls: list[ToolCall], timeout_s: float) -> None:

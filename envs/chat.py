@@ -21,6 +21,11 @@ TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
 CHAT_TEMPLATE = TEMPLATE_PATH.read_text()
 END_OF_TURN = "<|im_end|>"
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+# The rollout stop string: the closing tag without its ``>``, which the runner writes itself (mask 0). The tag is
+# several tokens in most vocabularies, and a stop string ends a turn inside the token that completes it: with the
+# whole tag, the policy's last choice is ``>`` against ``>"``, ``>.``, ..., a choice no reward is about, and RL
+# drifted onto ``>"`` and from there into ``}}"``, calls that no longer parse (docs/training.md, "A format drift").
+TOOL_CALL_STOP = TOOL_CALL_CLOSE[:-1]
 
 
 def _tojson(value: Any, indent: int | None = None) -> str:

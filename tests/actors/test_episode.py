@@ -40,8 +40,9 @@ class ScriptedBackend:
             text = script.pop(0) if script else "I give up."
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             stop = None
-            if text.endswith("</tool_call>"):
-                stop = "</tool_call>"
+            if s.stop[0] in text:  # like vLLM: stop after the token that completes the stop string, keep it whole
+                ids = next(ids[:k] for k in range(1, len(ids) + 1) if s.stop[0] in self.tokenizer.decode(ids[:k]))
+                stop = s.stop[0]
             elif self.eos_at_end:
                 ids = ids + [self.eos_token_id]
             finish = "stop"
@@ -83,6 +84,24 @@ def test_tool_call_then_answer(tokenizer):
     tool_text = tokenizer.decode([i for i, m in zip(traj.completion_ids, traj.loss_mask) if m == 0])
     assert "<tool_response>\n391\n</tool_response>" in tool_text
     assert "391" not in tokenizer.decode([i for i, m in zip(traj.completion_ids, traj.loss_mask) if m == 1][:40])
+
+
+def test_the_runner_writes_the_closing_angle_bracket(tokenizer):
+    """The turn stops at '</tool_call'; its '>' is the runner's (mask 0), so '>' vs '>"' is never the policy's."""
+    tasks, backend, (traj,) = _run(tokenizer, [[CALL % "17*23" + '"', "391"]])
+    first = traj.turns[0]
+    assert tokenizer.decode(traj.completion_ids[first.end - 1]) == "call"
+    assert tokenizer.decode(traj.completion_ids[first.end]) == ">" and traj.loss_mask[first.end] == 0
+    assert traj.messages[2]["content"].endswith("</tool_call>")
+    assert traj.tool_calls[0].ok and traj.tool_calls[0].strict
+    _sound(traj, tokenizer)
+
+
+def test_text_past_the_closing_tag_is_an_overshoot():
+    from actors.episode import _overshoots
+
+    assert _overshoots('<tool_call>{}</tool_call>"') and _overshoots("<tool_call>{}</tool_call>.")
+    assert not _overshoots("<tool_call>{}</tool_call>") and not _overshoots("<tool_call>{}</tool_call>\n")
 
 
 def test_batch_is_one_generate_call_per_turn(tokenizer):
