@@ -10,6 +10,8 @@ from collections.abc import Callable
 from envs.base import Env, StepResult, Tool, ToolError, call_tool, check_arguments
 from envs.calculator import CalculatorEnv
 from envs.calculator import generate_tasks as generate_calculator_tasks
+from envs.python_env import PythonEnv
+from envs.python_env import generate_tasks as generate_python_tasks
 from envs.tasks import TASK_SCHEMA, Task, TaskFileError, read_tasks, rows_to_tasks, tasks_to_rows, write_tasks
 from envs.tool_calls import ParseError, ToolCall, parse_tool_calls
 
@@ -25,6 +27,7 @@ __all__ = [
     "call_tool",
     "check_arguments",
     "CalculatorEnv",
+    "PythonEnv",
     "Task",
     "TASK_SCHEMA",
     "TaskFileError",
@@ -37,9 +40,12 @@ __all__ = [
     "parse_tool_calls",
 ]
 
-ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv}
+ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv, "python": PythonEnv}
 # Seeded task generators, by env name: (n, seed, split) -> tasks in the task schema.
-TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {"calculator": generate_calculator_tasks}
+TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {
+    "calculator": generate_calculator_tasks,
+    "python": generate_python_tasks,
+}
 
 
 class UnknownEnvError(KeyError):

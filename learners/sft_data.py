@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from envs import make_env
-from envs.calculator import generate_tasks, scripted_expert
+from envs import calculator, python_env
 from envs.chat import END_OF_TURN, TOOL_CALL_CLOSE, decode, format_tool_call, render, suffix_ids
 from envs.tasks import Task
 from envs.tool_calls import parse_tool_calls
@@ -94,7 +94,8 @@ def example_from_messages(tokenizer, messages: list[dict]) -> SFTExample:
 
 # env name -> (seeded task generator, scripted expert); the envs SFT can write its own demonstrations for.
 EXPERTS: dict[str, tuple[Callable[..., list[Task]], Callable[[Task], list[dict]]]] = {
-    "calculator": (generate_tasks, scripted_expert),
+    "calculator": (calculator.generate_tasks, calculator.scripted_expert),
+    "python": (python_env.generate_tasks, python_env.scripted_expert),
 }
 
 
