@@ -10,6 +10,8 @@ from collections.abc import Callable
 from envs.base import Env, StepResult, Tool, ToolError, call_tool, check_arguments
 from envs.calculator import CalculatorEnv
 from envs.calculator import generate_tasks as generate_calculator_tasks
+from envs.datetime_env import DateTimeEnv
+from envs.datetime_tasks import generate_tasks as generate_datetime_tasks
 from envs.python_env import PythonEnv
 from envs.python_env import generate_tasks as generate_python_tasks
 from envs.tasks import TASK_SCHEMA, Task, TaskFileError, read_tasks, rows_to_tasks, tasks_to_rows, write_tasks
@@ -28,6 +30,7 @@ __all__ = [
     "check_arguments",
     "CalculatorEnv",
     "PythonEnv",
+    "DateTimeEnv",
     "Task",
     "TASK_SCHEMA",
     "TaskFileError",
@@ -40,11 +43,12 @@ __all__ = [
     "parse_tool_calls",
 ]
 
-ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv, "python": PythonEnv}
+ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv, "python": PythonEnv, "datetime": DateTimeEnv}
 # Seeded task generators, by env name: (n, seed, split) -> tasks in the task schema.
 TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {
     "calculator": generate_calculator_tasks,
     "python": generate_python_tasks,
+    "datetime": generate_datetime_tasks,
 }
 
 

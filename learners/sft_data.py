@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from envs import make_env
-from envs import calculator, python_env
+from envs import calculator, datetime_tasks, python_env
 from envs.chat import END_OF_TURN, TOOL_CALL_CLOSE, decode, format_tool_call, render, suffix_ids
 from envs.tasks import Task
 from envs.tool_calls import parse_tool_calls
@@ -96,6 +96,7 @@ def example_from_messages(tokenizer, messages: list[dict]) -> SFTExample:
 EXPERTS: dict[str, tuple[Callable[..., list[Task]], Callable[[Task], list[dict]]]] = {
     "calculator": (calculator.generate_tasks, calculator.scripted_expert),
     "python": (python_env.generate_tasks, python_env.scripted_expert),
+    "datetime": (datetime_tasks.generate_tasks, datetime_tasks.scripted_expert),
 }
 
 
