@@ -13,6 +13,10 @@ from envs.calculator import generate_tasks as generate_calculator_tasks
 from envs.datetime_env import DateTimeEnv
 from envs.datetime_tasks import generate_tasks as generate_datetime_tasks
 from envs.python_env import PythonEnv
+from envs.search_env import SearchEnv
+from envs.search_tasks import generate_tasks as generate_search_tasks
+from envs.weather_env import WeatherEnv
+from envs.weather_tasks import generate_tasks as generate_weather_tasks
 from envs.python_env import generate_tasks as generate_python_tasks
 from envs.tasks import TASK_SCHEMA, Task, TaskFileError, read_tasks, rows_to_tasks, tasks_to_rows, write_tasks
 from envs.tool_calls import ParseError, ToolCall, parse_tool_calls
@@ -31,6 +35,8 @@ __all__ = [
     "CalculatorEnv",
     "PythonEnv",
     "DateTimeEnv",
+    "SearchEnv",
+    "WeatherEnv",
     "Task",
     "TASK_SCHEMA",
     "TaskFileError",
@@ -43,12 +49,15 @@ __all__ = [
     "parse_tool_calls",
 ]
 
-ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv, "python": PythonEnv, "datetime": DateTimeEnv}
+ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv, "python": PythonEnv, "datetime": DateTimeEnv,
+                                      "search": SearchEnv, "weather": WeatherEnv}
 # Seeded task generators, by env name: (n, seed, split) -> tasks in the task schema.
 TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {
     "calculator": generate_calculator_tasks,
     "python": generate_python_tasks,
     "datetime": generate_datetime_tasks,
+    "search": generate_search_tasks,
+    "weather": generate_weather_tasks,
 }
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from envs import make_env
-from envs import calculator, datetime_tasks, python_env
+from envs import calculator, datetime_tasks, python_env, search_tasks, weather_tasks
 from envs.chat import END_OF_TURN, TOOL_CALL_CLOSE, decode, format_tool_call, render, suffix_ids
 from envs.tasks import Task
 from envs.tool_calls import parse_tool_calls
@@ -97,6 +97,8 @@ EXPERTS: dict[str, tuple[Callable[..., list[Task]], Callable[[Task], list[dict]]
     "calculator": (calculator.generate_tasks, calculator.scripted_expert),
     "python": (python_env.generate_tasks, python_env.scripted_expert),
     "datetime": (datetime_tasks.generate_tasks, datetime_tasks.scripted_expert),
+    "search": (search_tasks.generate_tasks, search_tasks.scripted_expert),
+    "weather": (weather_tasks.generate_tasks, weather_tasks.scripted_expert),
 }
 
 

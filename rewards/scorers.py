@@ -18,7 +18,9 @@ from actors.trajectory import Trajectory
 from envs.tasks import Task
 from rewards.config import RewardConfig
 from rewards.format_grade import format_validity
+from rewards.grounding import grounded
 from rewards.length_penalty import efficiency
+from rewards.retry import retry_quality
 from rewards.tool_shaping import tool_use
 from rewards.verifiers import outcome
 
@@ -31,6 +33,8 @@ SCORERS: dict[str, Scorer] = {
     "format": format_validity,
     "tool_use": tool_use,
     "efficiency": efficiency,
+    "grounded": grounded,  # search: the gold document was retrieved (reward.weights.grounded=0.2 turns it on)
+    "retry": retry_quality,  # weather: retries transient failures, not permanent ones (reward.weights.retry=0.15)
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from actors.trajectory import Trajectory
-from envs import calculator, datetime_env, python_env
+from envs import calculator, datetime_env, python_env, search_env, weather_env
 from envs.tasks import Task
 
 __all__ = ["VERIFIERS", "Verifier", "outcome", "verifier_for"]
@@ -16,7 +16,8 @@ Verifier = Callable[[Task, str], "bool | float"]
 
 # Env name -> verify(task, text): True (or a score in [0, 1]) when ``text`` answers the task. A new env adds its own.
 VERIFIERS: dict[str, Verifier] = {"calculator": calculator.verify, "python": python_env.verify,
-                                  "datetime": datetime_env.verify}
+                                  "datetime": datetime_env.verify, "search": search_env.verify,
+                                  "weather": weather_env.verify}
 
 
 def verifier_for(env: str) -> Verifier:
