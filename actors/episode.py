@@ -120,7 +120,8 @@ def _start(spec: EpisodeSpec, tokenizer, cfg: RolloutConfig, version: int) -> _E
     system = next(m for m in messages if m["role"] == "system")
     system["tools"] = [t.schema() for t in tools]
     prompt_ids = tokenizer.encode(render(messages, add_generation_prompt=True), add_special_tokens=False)
-    ep = _Episode(spec, env, {t.name: t for t in tools}, messages, prompt_ids, version)
+    ep = _Episode(spec, env, {t.name: t for t in tools}, messages, prompt_ids, version,
+                  agent_id=getattr(env, "agent_id", "agent"))  # multi-agent envs say who starts (support_desk)
     if len(prompt_ids) >= min(cfg.max_total_tokens, cfg.max_model_len):
         ep.status, ep.error = "error", (f"prompt has {len(prompt_ids)} tokens, over max_total_tokens="
                                         f"{cfg.max_total_tokens}; skipped")

@@ -15,6 +15,8 @@ from envs.datetime_tasks import generate_tasks as generate_datetime_tasks
 from envs.python_env import PythonEnv
 from envs.search_env import SearchEnv
 from envs.search_tasks import generate_tasks as generate_search_tasks
+from envs.support_desk import SupportDeskEnv
+from envs.support_tasks import generate_tasks as generate_support_tasks
 from envs.weather_env import WeatherEnv
 from envs.weather_tasks import generate_tasks as generate_weather_tasks
 from envs.python_env import generate_tasks as generate_python_tasks
@@ -37,6 +39,7 @@ __all__ = [
     "DateTimeEnv",
     "SearchEnv",
     "WeatherEnv",
+    "SupportDeskEnv",
     "Task",
     "TASK_SCHEMA",
     "TaskFileError",
@@ -50,7 +53,8 @@ __all__ = [
 ]
 
 ENVS: dict[str, Callable[[], Env]] = {"calculator": CalculatorEnv, "python": PythonEnv, "datetime": DateTimeEnv,
-                                      "search": SearchEnv, "weather": WeatherEnv}
+                                      "search": SearchEnv, "weather": WeatherEnv,
+                                      "support_desk": SupportDeskEnv}
 # Seeded task generators, by env name: (n, seed, split) -> tasks in the task schema.
 TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {
     "calculator": generate_calculator_tasks,
@@ -58,6 +62,7 @@ TASK_GENERATORS: dict[str, Callable[..., list[Task]]] = {
     "datetime": generate_datetime_tasks,
     "search": generate_search_tasks,
     "weather": generate_weather_tasks,
+    "support_desk": generate_support_tasks,
 }
 
 

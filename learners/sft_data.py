@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from envs import make_env
-from envs import calculator, datetime_tasks, python_env, search_tasks, weather_tasks
+from envs import calculator, datetime_tasks, python_env, search_tasks, support_tasks, weather_tasks
 from envs.chat import END_OF_TURN, TOOL_CALL_CLOSE, decode, format_tool_call, render, suffix_ids
 from envs.tasks import Task
 from envs.tool_calls import parse_tool_calls
@@ -99,6 +99,7 @@ EXPERTS: dict[str, tuple[Callable[..., list[Task]], Callable[[Task], list[dict]]
     "datetime": (datetime_tasks.generate_tasks, datetime_tasks.scripted_expert),
     "search": (search_tasks.generate_tasks, search_tasks.scripted_expert),
     "weather": (weather_tasks.generate_tasks, weather_tasks.scripted_expert),
+    "support_desk": (support_tasks.generate_tasks, support_tasks.scripted_expert),
 }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from jobs.config_loader import doc
 from rewards.length_penalty import FREE_TURNS, PER_TOKEN, PER_TURN
+from rewards.safety import AFTER_ERRORS, GAVE_UP
 from rewards.tool_shaping import CORRECT, FAILED, NONE, WRONG
 
 __all__ = ["RewardConfig", "DEFAULT_WEIGHTS"]
@@ -90,7 +91,8 @@ class RewardConfig:
         it is unbounded per token and off by default."""
         tool_values = (self.tool_none, self.tool_failed, self.tool_wrong, self.tool_correct)
         return (self.weights.get("tool_use", 0.0) * (max(tool_values) - min(tool_values))
-                + self.weights.get("format", 0.0) * 1.0)
+                + self.weights.get("format", 0.0) * 1.0
+                + self.weights.get("escalation", 0.0) * (AFTER_ERRORS - GAVE_UP))
 
 
 def _finite(value: object) -> bool:

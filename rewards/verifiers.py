@@ -7,17 +7,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from actors.trajectory import Trajectory
-from envs import calculator, datetime_env, python_env, search_env, weather_env
+from envs import calculator, datetime_env, python_env, search_env, support_desk, weather_env
 from envs.tasks import Task
+from rewards.safety import state_outcome
 
-__all__ = ["VERIFIERS", "Verifier", "outcome", "verifier_for"]
+__all__ = ["VERIFIERS", "STATE_VERIFIERS", "Verifier", "outcome", "verifier_for"]
 
 Verifier = Callable[[Task, str], "bool | float"]
 
 # Env name -> verify(task, text): True (or a score in [0, 1]) when ``text`` answers the task. A new env adds its own.
 VERIFIERS: dict[str, Verifier] = {"calculator": calculator.verify, "python": python_env.verify,
                                   "datetime": datetime_env.verify, "search": search_env.verify,
-                                  "weather": weather_env.verify}
+                                  "weather": weather_env.verify, "support_desk": support_desk.verify}
+# Envs whose outcome is the state the episode left behind, not the text: replayed from the trajectory's tool calls
+# on a fresh seeded world (pure, so it also scores trajectories read back from Parquet).
+STATE_VERIFIERS: dict[str, Callable[[Trajectory, Task], float]] = {"support_desk": state_outcome}
 
 
 def verifier_for(env: str) -> Verifier:
@@ -43,4 +47,6 @@ def outcome(trajectory: Trajectory, task: Task) -> float:
     """
     if trajectory.status != "finished" or not isinstance(trajectory.final_answer, str):
         return 0.0
+    if task.env in STATE_VERIFIERS:
+        return float(STATE_VERIFIERS[task.env](trajectory, task))
     return float(verifier_for(task.env)(task, trajectory.final_answer))
