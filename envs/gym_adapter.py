@@ -117,7 +117,8 @@ class TextEnv(gymnasium.Env):
             for i, call in enumerate(calls):
                 result = self._run(call) if i < MAX_CALLS_PER_TURN else _too_many()
                 self._messages.append({"role": "tool", "content": result.observation or ""})
-                results.append({"name": call.name, **result.info})
+                self._messages.extend(dict(m) for m in result.info.get("messages", []))  # a hand-off, as the runner
+                results.append({"name": call.name, **{k: v for k, v in result.info.items() if k != "messages"}})
                 if result.done:  # an env may end the episode from a tool (a "submit" tool)
                     reward, terminated = result.reward, True
                     break

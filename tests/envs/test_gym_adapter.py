@@ -131,3 +131,20 @@ def test_doctests():
 
     result = doctest.testmod(gym_adapter)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_hand_off_adds_the_next_agents_system_prompt():
+    """support_desk: triage hands the case to billing; the billing prompt (with its tools) follows the tool result."""
+    from envs import support_tasks
+    from envs.support_desk import system_message
+
+    task = next(t for t in support_tasks.generate_tasks(30, seed=0) if t.meta_value()["kind"] == "handoff")
+    turns = [m["content"] for m in support_tasks.scripted_expert(task) if m["role"] == "assistant"]
+    env = TextEnv("support_desk", max_turns=8)
+    env.reset(options={"task": task})
+    for text in turns[:-1]:
+        _, _, terminated, _, info = env.step(text)
+        assert not terminated
+    assert system_message("billing") in info["messages"]
+    _, reward, terminated, _, _ = env.step(turns[-1])
+    assert terminated and reward == 1.0
