@@ -21,6 +21,7 @@ from envs.task_source import load_tasks
 from jobs.config import RunConfig, make_run_dir
 from jobs.config_loader import config_from_cli
 from jobs.summary import format_summary, summarize
+from jobs.transcripts import format_transcripts
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "rollout.yaml")
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     text = format_summary(summary)
     (run_dir / "summary.md").write_text(f"# rollout summary\n\n```\n{text}\n```\n")
+    (run_dir / "transcripts.md").write_text(f"# transcripts\n\n{format_transcripts(trajectories)}")
     print(text)
     print(f"trajectories: {run_dir / 'trajectories' / 'rollout.parquet'}")
     return 0
