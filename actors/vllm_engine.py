@@ -24,6 +24,12 @@ class VLLMBackend:
         kwargs = {}
         if not current_platform.is_cpu():
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:
+            # vLLM-CPU dies on a seeded request whose prompt is prefilled in chunks: it rewinds the request's
+            # generator, which CPU generators cannot do ("CPU Generator does not use offset"). Our requests are all
+            # seeded, and a turn's batch passes the 4096-token budget at ~64 episodes, so prompts are never chunked
+            # on CPU: a prompt that does not fit this step waits for the next.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(4096, cfg.max_model_len))
         self.merged = cfg.adapter_serving == "merged" or (cfg.adapter_serving == "auto" and current_platform.is_cpu())
         if self.merged:
             kwargs["worker_extension_cls"] = "actors.merged_weights.MergedAdapterExtension"

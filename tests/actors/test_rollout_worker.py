@@ -8,6 +8,7 @@ from actors.adapters import checksum
 from actors.trajectory import check_invariants, check_rendering, read_parquet, write_parquet
 from envs.calculator import generate_tasks
 from envs.chat import render
+from envs.tasks import Task
 from tests.actors.adapters import random_adapter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -35,6 +36,20 @@ def test_trajectory_invariants_on_a_real_batch(ray_cluster, rollout_worker, toke
     assert [b.completion_ids for b in back] == [t.completion_ids for t in trajs]
     flat = [lp for t in trajs for lp in t.behavior_logprobs]
     assert [lp for b in back for lp in b.behavior_logprobs] == pytest.approx(flat, abs=1e-6)  # stored as float32
+
+
+def test_a_turn_larger_than_the_prefill_budget_plays_through(ray_cluster, rollout_worker, tokenizer):
+    """32 seeded episodes of ~200 new prompt tokens each (6k > vLLM's 4096-token step budget). With chunked prefill,
+    vLLM-CPU died on this ("CPU Generator does not use offset"), so the engine turns chunking off on CPU."""
+    words = "apple river stone cloud maple copper violet thunder lantern meadow harbor pepper".split()
+    tasks = []
+    for i in range(32):
+        story = " ".join(words[(i * 7 + k * k) % len(words)] + str((i * 31 + k) % 97) for k in range(80))
+        tasks.append(Task(f"long-{i}", "calculator", f"Notes {i}: {story}. What is {100 + i} * 7?", str((100 + i) * 7),
+                          '{"expression": "%d * 7"}' % (100 + i)))
+    assert min(len(tokenizer.encode(t.prompt)) for t in tasks) > 240
+    trajs = ray_cluster.get(rollout_worker.run_episodes.remote(tasks, samples_per_task=1))
+    assert len(trajs) == 32 and all(t.status in ("finished", "truncated") for t in trajs)
 
 
 def test_new_adapter_version_changes_policy_and_is_idempotent(ray_cluster, rollout_worker, model_path, tokenizer):
