@@ -85,10 +85,21 @@ class RunConfig:
 
     def training_problems(self) -> list[str]:
         """Checks that only matter when the config trains (the rollout job may play one episode per task)."""
-        if self.learner.algo in ("grpo", "rloo") and self.rollout.samples_per_task < 2:
-            return [f"rollout.samples_per_task: {self.learner.algo} needs groups of >= 2 episodes per task, got "
-                    f"{self.rollout.samples_per_task}. Fix: set rollout.samples_per_task=4"]
-        return []
+        problems = []
+        algo = self.learner.algo
+        if algo in ("grpo", "rloo") and self.rollout.samples_per_task < 2:
+            problems.append(f"rollout.samples_per_task: {algo} needs groups of >= 2 episodes per task, got "
+                            f"{self.rollout.samples_per_task}. Fix: set rollout.samples_per_task=4")
+        weighted = sorted(name for name, weight in self.reward.process_weights.items() if weight)
+        if weighted and algo in ("grpo", "rloo") and self.learner.process_reward_mode == "none":
+            problems.append(f"reward.process_weights: {weighted} are weighted, but {algo} with "
+                            "learner.process_reward_mode=none never reads turn rewards, so they would change nothing. "
+                            "Fix: set learner.process_reward_mode=add, or weight them 0 to log them only")
+        if self.learner.process_reward_mode == "add" and not weighted:
+            problems.append("learner.process_reward_mode: 'add' but no reward.process_weights is > 0, so every turn "
+                            "reward is 0 and the process advantage is 0. Fix: e.g. "
+                            "reward.process_weights.tool_call_validity=1.0, or process_reward_mode=none")
+        return problems
 
 
 def make_run_dir(cfg: RunConfig) -> Path:

@@ -35,6 +35,7 @@ from jobs.metrics import MetricsLog, step_line
 from jobs.rollout import parse_args
 from jobs.summary import summarize
 from jobs.warm_start import warm_started_model
+from rewards.monitor import hacking_report, hacking_warning, reward_stats
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
 
@@ -108,6 +109,7 @@ def train_loop(config: dict) -> None:
         if rank == 0:  # the workers may serve a newer or an older adapter: serve exactly the checkpoint's
             push_adapter(learner, pool)
     log = MetricsLog(run_dir) if rank == 0 else None
+    reward_history: list[dict] = []  # rank 0: reward_stats per step for the hacking monitor (refills after a resume)
     if rank == 0 and start == 0 and cfg.eval.due(0, cfg.train.steps):
         _evaluate(pool, config["eval_tasks"], 0, run_dir)                 # the starting policy, on held-out tasks
 
@@ -121,9 +123,13 @@ def train_loop(config: dict) -> None:
         if rank == 0:
             metrics.update(_sync_metrics(push_adapter(learner, pool, probe)))  # sync + verify
             metrics.update(_batch_metrics(batch))
+            hacking = _hacking_check(batch, reward_history, cfg)
+            metrics["reward_hacking_flag"] = float(hacking["flag"])
             metrics["step"], metrics["step_s"] = step + 1, time.perf_counter() - step_started
             log.write(metrics)
             print(step_line(metrics, cfg.train.steps), flush=True)
+            if hacking["flag"]:
+                print(hacking_warning(hacking), flush=True)
             if cfg.eval.due(step + 1, cfg.train.steps):
                 _evaluate(pool, config["eval_tasks"], step + 1, run_dir)
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
@@ -147,13 +153,25 @@ def _sync_metrics(report: dict) -> dict:
 
 
 def _batch_metrics(batch) -> dict:
+    """Headline numbers and every reward component's batch mean (``reward/<key>``) and std/min/max
+    (``reward/<key>/std`` ...), process rewards included (``reward/process_mean``, ``reward/turn_reward``)."""
     summary = summarize(batch, wall_s=1.0)
     out = {"reward": summary["mean_reward"], "success": summary["success_rate"],
            "tool_call_ok": summary["tool_call_success_rate"], "turns": summary["mean_turns"],
            "sampled_tokens": summary["sampled_tokens"]}
-    for key in batch[0].reward_breakdown if batch else []:
-        out[f"reward/{key}"] = sum(t.reward_breakdown.get(key, 0.0) for t in batch) / len(batch)
+    for key, value in reward_stats(batch).items():
+        if key != "count":
+            component, stat = key.rsplit("/", 1)
+            out[f"reward/{component}" if stat == "mean" else f"reward/{key}"] = value
     return out
+
+
+def _hacking_check(batch, history: list[dict], cfg: RunConfig) -> dict:
+    """Append this step's reward stats and run the reward-hacking monitor (``rewards.monitor.hacking_report``)."""
+    history.append(reward_stats(batch))
+    del history[:-cfg.reward.monitor_window]
+    return hacking_report(history, window=cfg.reward.monitor_window, min_change=cfg.reward.monitor_min_change,
+                          min_t=cfg.reward.monitor_min_t, shaping=cfg.reward.shaping_components())
 
 
 def _report_to_ray_train(metrics: dict, checkpoint: Path | None) -> None:

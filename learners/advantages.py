@@ -1,5 +1,6 @@
-"""Advantage estimators: token-level GAE (with a value head), GRPO and RLOO group baselines, and the helpers that
-turn sequence scores and per-turn rewards into [B, T] token tensors.
+"""Advantage estimators: token-level GAE (with a value head), GRPO and RLOO group baselines, process supervision
+for GRPO/RLOO (group-normalised turn rewards summed from each token's turn on), and the helpers that turn sequence
+scores and per-turn rewards into [B, T] token tensors.
 
 Conventions shared by every function here:
 
@@ -12,6 +13,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +21,8 @@ from torch import Tensor
 
 from learners.losses import keep_masked
 
-__all__ = ["broadcast_to_tokens", "gae", "grpo_advantages", "rloo_advantages", "token_rewards", "whiten"]
+__all__ = ["broadcast_to_tokens", "gae", "grpo_advantages", "normalize_step_rewards", "rloo_advantages",
+           "steps_to_go", "token_rewards", "whiten"]
 
 
 # ALGO LOGIC: GAE over the sampled tokens only ---------------------------------------------------------------------
@@ -140,6 +143,80 @@ def rloo_advantages(scores: Tensor, group_ids: Sequence[str]) -> Tensor:
     total = torch.zeros(g, device=scores.device).index_add_(0, idx, scores)[idx]
     others_mean = (total - scores) / (count - 1).clamp(min=1)
     return torch.where(count < 2, 0.0, scores - others_mean)
+
+
+# ALGO LOGIC: process supervision for group baselines (one reward per turn) ----------------------------------------
+
+
+def normalize_step_rewards(step_rewards: Sequence[Sequence[float]], group_ids: Sequence[str], *,
+                           leave_one_out: bool = False, normalize_std: bool = True,
+                           eps: float = 1e-6) -> list[list[float]]:
+    """Group-normalised step (turn) rewards, the first half of GRPO with process supervision (Shao et al. 2024,
+    "DeepSeekMath", section 4.1.3). With ``R_g`` all the step rewards of all episodes of group ``g``::
+
+        r~(i, k) = (r(i, k) - mean(R_g)) / std(R_g)                     (GRPO: the paper's normalisation)
+
+    ``std`` is the sample standard deviation, as ``grpo_advantages`` uses for the outcome (the paper does not say
+    which; over a group's 8-16 steps the two differ by a few percent). ``normalize_std=False`` keeps only the
+    centring. ``leave_one_out=True`` is the RLOO flavour: the baseline of episode ``i``'s steps is the mean of the
+    *other* episodes' steps in the group, so an episode is never compared with itself (as ``rloo_advantages``).
+
+    A group with fewer than 2 steps, with all its steps equal, or (leave-one-out) an episode whose group has no
+    other steps, gets exactly 0: no baseline, or no signal.
+
+    Args:
+        step_rewards: per episode, one reward per step (turn with sampled tokens), in order; may be empty.
+        group_ids: one group key per episode.
+    Returns:
+        The normalised rewards, shaped like ``step_rewards``.
+    """
+    if len(group_ids) != len(step_rewards):
+        raise ValueError(f"len(group_ids)={len(group_ids)} != number of episodes {len(step_rewards)}")
+    pooled: dict[str, list[float]] = {}
+    for g, steps in zip(group_ids, step_rewards):
+        pooled.setdefault(g, []).extend(float(r) for r in steps)
+    out = []
+    for g, steps in zip(group_ids, step_rewards):
+        group = pooled[g]
+        n = len(group)
+        if n < 2 or min(group) == max(group):
+            out.append([0.0] * len(steps))
+            continue
+        mean = sum(group) / n
+        scale = math.sqrt(sum((r - mean) ** 2 for r in group) / (n - 1)) + eps if normalize_std else 1.0
+        if leave_one_out:
+            others = n - len(steps)
+            if others == 0:
+                out.append([0.0] * len(steps))
+                continue
+            baseline = (sum(group) - sum(float(r) for r in steps)) / others
+        else:
+            baseline = mean
+        out.append([(float(r) - baseline) / scale for r in steps])
+    return out
+
+
+@torch.no_grad()
+def steps_to_go(turn_rewards: Sequence[Sequence[tuple[int, float]]], mask: Tensor) -> Tensor:
+    """The second half of GRPO with process supervision (DeepSeekMath, section 4.1.3): the advantage of a token is
+    the sum of the (normalised) rewards of the steps ending at or after it::
+
+        A(b, t) = sum over turns (end, r~) of row b with index(end) >= t:  r~          (t sampled, else 0)
+
+    where ``index(end)`` is the last sampled token before the turn's exclusive ``end`` (where ``token_rewards``
+    puts a turn reward). Every token of a turn gets that turn's reward plus all later turns' rewards; tool-result
+    and other mask-0 tokens get 0. With ``learner.process_reward_mode: add`` the learner adds this to the outcome
+    advantage: ``A(b, t) = A_outcome(b) + process_reward_coef * steps_to_go(b, t)``.
+
+    Args:
+        turn_rewards: per row, ``(end, reward)`` per turn, as ``token_rewards`` takes them (``Batch.turn_ends``
+            with the rewards replaced by ``normalize_step_rewards``).
+        mask: [B, T] 1.0 on sampled tokens.
+    Returns:
+        [B, T] float32, 0 on mask-0 positions.
+    """
+    placed = token_rewards(torch.zeros(mask.shape[0], device=mask.device), turn_rewards, mask)
+    return keep_masked(placed.flip(1).cumsum(1).flip(1), mask)
 
 
 # Token-tensor helpers ----------------------------------------------------------------------------------------------

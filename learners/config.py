@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,12 @@ class LearnerConfig:
     value_clip: float | None = doc(0.2, "PPO value clip around the old values; None = unclipped")
     whiten_advantages: bool = doc(True, "PPO: whiten token advantages over the global batch (all ranks)")
     entropy_coef: float = doc(0.0, "entropy bonus weight; 0 by default, sampling at T=1 explores enough")
+    process_reward_mode: Literal["none", "add"] = doc(
+        "none", "GRPO/RLOO: 'add' adds process supervision (DeepSeekMath 4.1.3: turn rewards normalised over the "
+                "group's turns, summed from each token's turn on) to the outcome advantage; 'none' ignores "
+                "Turn.reward. PPO always uses turn rewards (GAE)")
+    process_reward_coef: float = doc(1.0, "weight of the process advantage in 'add' mode; 1 = the paper's formula "
+                                          "(the normalisation makes reward.process_weights relative only)")
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = doc(
         "token-mean", "how per-token losses combine; token-mean over the global batch (DAPO)")
     dtype: str = doc("float32", "learner weights dtype; fp32 is exact enough to compare against vLLM's logprobs")
@@ -61,6 +68,12 @@ class LearnerConfig:
         if self.kl_mode == "reward" and self.algo != "ppo":
             problems.append(f"kl_mode: 'reward' needs per-token rewards (algo ppo), got algo {self.algo}. Fix: use "
                             "kl_mode=loss with grpo/rloo, or algo=ppo")
+        if self.process_reward_mode == "add" and self.algo == "ppo":
+            problems.append("process_reward_mode: 'add' is for grpo/rloo; PPO already puts Turn.reward into GAE. "
+                            "Fix: use process_reward_mode=none with algo ppo")
+        if not (math.isfinite(self.process_reward_coef) and self.process_reward_coef >= 0):
+            problems.append(f"process_reward_coef: must be a finite number >= 0, got {self.process_reward_coef}. "
+                            "Fix: use 1.0 (or process_reward_mode=none to turn process rewards off)")
         if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
             problems.append(f"gamma/lam: must be in [0, 1], got {self.gamma}/{self.lam}. Fix: use 1.0/0.95")
         if self.vf_coef < 0 or (self.value_clip is not None and self.value_clip <= 0):

@@ -1,4 +1,5 @@
-"""Rewards: pure scorers ``score(trajectory, task) -> float``, their weighted combination, and the reward actor.
+"""Rewards: pure scorers ``score(trajectory, task) -> float``, their weighted combination, per-turn process scorers
+``score(trajectory, task) -> list[float]``, the reward-hacking monitor, and the reward actor.
 
 Modules are named for their concept, not their function (``tool_shaping`` holds ``tool_use``), so importing a
 submodule is never shadowed by the function re-exported here.
@@ -9,7 +10,8 @@ from __future__ import annotations
 from rewards.config import DEFAULT_WEIGHTS, RewardConfig
 from rewards.format_grade import format_validity
 from rewards.length_penalty import efficiency
-from rewards.monitor import hacking_flag, reward_stats
+from rewards.monitor import hacking_flag, hacking_report, hacking_warning, reward_stats, trend
+from rewards.process import PROCESS_SCORERS, ProcessScorer, process_rewards, tool_call_validity, tool_progress
 from rewards.reward_actor import RewardActor
 from rewards.scorers import SCORERS, Scorer, combine
 from rewards.tool_shaping import classify_calls, tool_results, tool_use
@@ -33,4 +35,12 @@ __all__ = [
     "RewardActor",
     "reward_stats",
     "hacking_flag",
+    "hacking_report",
+    "hacking_warning",
+    "trend",
+    "PROCESS_SCORERS",
+    "ProcessScorer",
+    "process_rewards",
+    "tool_call_validity",
+    "tool_progress",
 ]

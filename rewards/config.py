@@ -1,4 +1,5 @@
-"""Reward configuration: the weight of each scorer in the total and the scorers' own values."""
+"""Reward configuration: the weight of each scorer in the total, the scorers' own values, the process rewards
+(per turn) and the reward-hacking monitor's thresholds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 
 from jobs.config_loader import doc
 from rewards.length_penalty import FREE_TURNS, PER_TOKEN, PER_TURN
+from rewards.monitor import MIN_CHANGE, MIN_T, WINDOW
+from rewards.process import CALL_FAILED, CALL_OK, PROCESS_SCORERS, PROGRESS
 from rewards.safety import AFTER_ERRORS, GAVE_UP
 from rewards.tool_shaping import CORRECT, FAILED, NONE, WRONG
 
@@ -31,10 +34,27 @@ class RewardConfig:
     efficiency_per_turn: float = doc(PER_TURN, "efficiency penalty per turn beyond the free ones")
     efficiency_free_turns: int = doc(FREE_TURNS, "turns that cost nothing; 2 = one tool call + one answer")
     efficiency_per_token: float = doc(PER_TOKEN, "efficiency penalty per sampled token; 0 = length is free")
+    process_weights: dict[str, float] = doc({}, "weight of each process scorer (rewards.PROCESS_SCORERS) in the "
+                                            "per-turn reward Turn.reward; empty = off (Turn.reward left as "
+                                            "given); a scorer listed with weight 0 is computed and logged only")
+    process_call_ok: float = doc(CALL_OK, "tool_call_validity value of a turn whose calls all parsed and ran; "
+                                 "= tool_wrong: running the tool is the first skill")
+    process_call_failed: float = doc(CALL_FAILED, "tool_call_validity value of a turn with a failed or unreadable "
+                                     "call; < 0 so broken calls never pay (= tool_failed)")
+    process_progress: float = doc(PROGRESS, "tool_progress value of the turn whose call first produced the answer; "
+                                  "paid once per episode (= tool_correct - tool_wrong)")
+    reward_model_path: str | None = doc(None, "the model/ directory of python -m jobs.train_reward_model, read by "
+                                        "the reward_model scorer (reward.weights.reward_model=0.5 turns it on)")
+    monitor_window: int = doc(WINDOW, "reward-hacking monitor: training steps in the trend window (rewards.monitor)")
+    monitor_min_change: float = doc(MIN_CHANGE, "reward-hacking monitor: a trend counts when its fitted line moves "
+                                    "at least this much (reward units) over the window")
+    monitor_min_t: float = doc(MIN_T, "reward-hacking monitor: and when |slope| / its standard error is at least "
+                               "this, so noise alone does not raise the alarm")
 
     def __post_init__(self) -> None:
         # A partial override (`reward.weights.format=0.2`) replaces the whole mapping: keep the other defaults.
         object.__setattr__(self, "weights", {**DEFAULT_WEIGHTS, **dict(self.weights)})
+        object.__setattr__(self, "process_weights", dict(self.process_weights))
 
     def params(self, name: str) -> dict:
         """Keyword arguments ``combine`` passes to scorer ``name`` (its configurable values)."""
@@ -44,9 +64,28 @@ class RewardConfig:
         if name == "efficiency":
             return {"per_turn": self.efficiency_per_turn, "free_turns": self.efficiency_free_turns,
                     "per_token": self.efficiency_per_token}
+        if name == "reward_model":
+            return {"path": self.reward_model_path}
         return {}
 
+    def process_params(self, name: str) -> dict:
+        """Keyword arguments ``rewards.process.process_rewards`` passes to process scorer ``name``."""
+        if name == "tool_call_validity":
+            return {"ok": self.process_call_ok, "failed": self.process_call_failed}
+        if name == "tool_progress":
+            return {"value": self.process_progress}
+        return {}
+
+    def shaping_components(self) -> list[str]:
+        """Breakdown keys the reward-hacking monitor watches against the outcome: every weighted episode scorer
+        but the outcome, and ``process_mean`` when process rewards are on."""
+        names = [name for name, weight in self.weights.items() if weight and name != "outcome"]
+        return names + (["process_mean"] if any(self.process_weights.values()) else [])
+
     def validate(self) -> list[str]:
+        return self._episode_problems() + self._process_problems() + self._monitor_problems()
+
+    def _episode_problems(self) -> list[str]:
         from rewards.scorers import SCORERS
 
         problems = []
@@ -65,6 +104,7 @@ class RewardConfig:
             elif weight < 0:
                 problems.append(f"weights.{name}: must be >= 0, got {weight}. Fix: use 0 to turn {name} off (a "
                                 "negative weight rewards the opposite of what it measures)")
+        problems += self._reward_model_problems()
         values = {"tool_none": self.tool_none, "tool_failed": self.tool_failed, "tool_wrong": self.tool_wrong,
                   "tool_correct": self.tool_correct, "efficiency_per_turn": self.efficiency_per_turn,
                   "efficiency_per_token": self.efficiency_per_token}
@@ -84,6 +124,57 @@ class RewardConfig:
             problems.append(f"weights: format and tool_use can move the total by {span:g}, not less than the outcome "
                             f"weight {outcome:g}, so shaping could outweigh a right answer. Fix: lower "
                             "weights.tool_use / weights.format or the tool_* values (defaults give 0.6 < 1.0)")
+        return problems
+
+    def _reward_model_problems(self) -> list[str]:
+        if "reward_model" not in self.weights:
+            return []
+        fix = "Fix: set reward.reward_model_path to the model/ directory written by python -m jobs.train_reward_model"
+        if not self.reward_model_path:
+            return [f"weights.reward_model is set but reward_model_path is empty. {fix}"]
+        from pathlib import Path
+
+        from learners.reward_model import HEAD_FILE
+        if not (Path(self.reward_model_path) / HEAD_FILE).is_file():
+            return [f"reward_model_path: {self.reward_model_path} has no {HEAD_FILE}, so it is not a reward model "
+                    f"directory. {fix}"]
+        return []
+
+    def _process_problems(self) -> list[str]:
+        problems = []
+        for name, weight in self.process_weights.items():
+            if name not in PROCESS_SCORERS:
+                close = difflib.get_close_matches(str(name), list(PROCESS_SCORERS), n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                problems.append(f"process_weights.{name}: unknown process scorer. {hint}Fix: use one of "
+                                f"{', '.join(PROCESS_SCORERS)} (or add it to rewards.PROCESS_SCORERS)")
+            elif not _finite(weight) or weight < 0:
+                problems.append(f"process_weights.{name}: must be a finite number >= 0, got {weight!r}. Fix: use "
+                                "0 (or leave it out) to turn it off, e.g. 1.0 to turn it on")
+        values = {"process_call_ok": self.process_call_ok, "process_call_failed": self.process_call_failed,
+                  "process_progress": self.process_progress}
+        for name, value in values.items():
+            if not _finite(value):
+                problems.append(f"{name}: must be a finite number, got {value!r}. Fix: use the default")
+        if _finite(self.process_call_failed) and self.process_call_failed >= 0:
+            problems.append(f"process_call_failed: must be < 0, got {self.process_call_failed}. Fix: e.g. "
+                            f"{CALL_FAILED}; a failed call that costs nothing teaches the policy to spam calls")
+        for name in ("process_call_ok", "process_progress"):
+            if _finite(values[name]) and values[name] < 0:
+                problems.append(f"{name}: must be >= 0, got {values[name]}. Fix: use 0 for no reward")
+        return problems
+
+    def _monitor_problems(self) -> list[str]:
+        problems = []
+        if isinstance(self.monitor_window, bool) or not isinstance(self.monitor_window, int) \
+                or self.monitor_window < 3:
+            problems.append(f"monitor_window: must be an integer >= 3 steps (a trend and its noise need 3 points), "
+                            f"got {self.monitor_window!r}. Fix: use {WINDOW}")
+        for name in ("monitor_min_change", "monitor_min_t"):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                problems.append(f"{name}: must be a finite number >= 0, got {value!r}. Fix: use the default "
+                                f"{MIN_CHANGE if name == 'monitor_min_change' else MIN_T}")
         return problems
 
     def shaping_span(self) -> float:

@@ -38,3 +38,19 @@ def test_resolved_config_saved_in_run_dir(tmp_path):
     run_dir = make_run_dir(cfg)
     assert run_dir.parent == tmp_path.resolve()
     assert load_config(RunConfig, run_dir / "config.yaml") == cfg
+
+
+def test_training_problems_catch_process_rewards_that_would_change_nothing():
+    assert from_dict(RunConfig, {}).training_problems() == []
+    single = from_dict(RunConfig, {"rollout": {"samples_per_task": 1}}).training_problems()
+    assert len(single) == 1 and "samples_per_task=4" in single[0]
+    unread = from_dict(RunConfig, {"reward": {"process_weights": {"tool_call_validity": 1.0}}}).training_problems()
+    assert len(unread) == 1 and "process_reward_mode=add" in unread[0] and "tool_call_validity" in unread[0]
+    logged_only = {"reward": {"process_weights": {"tool_call_validity": 0.0}}}
+    assert from_dict(RunConfig, logged_only).training_problems() == []
+    empty = from_dict(RunConfig, {"learner": {"process_reward_mode": "add"}}).training_problems()
+    assert len(empty) == 1 and "no reward.process_weights" in empty[0]
+    ppo = {"learner": {"algo": "ppo"}, "reward": {"process_weights": {"tool_progress": 1.0}}}
+    assert from_dict(RunConfig, ppo).training_problems() == []  # PPO reads Turn.reward in GAE
+    both = {"learner": {"process_reward_mode": "add"}, "reward": {"process_weights": {"tool_progress": 1.0}}}
+    assert from_dict(RunConfig, both).training_problems() == []

@@ -11,7 +11,9 @@ from learners.advantages import (
     broadcast_to_tokens,
     gae,
     grpo_advantages,
+    normalize_step_rewards,
     rloo_advantages,
+    steps_to_go,
     token_rewards,
     whiten,
 )
@@ -141,3 +143,76 @@ def test_token_rewards_then_gae_end_to_end():
     adv, _ = gae(rewards, torch.tensor([[0.5, 0.4, 0.0, 0.0, 0.3]]), mask, gamma=0.9, lam=0.8)
     close(adv, [[HAND_ADV[0], HAND_ADV[1], 0, 0, HAND_ADV[2]]])
     assert math.isclose(float(rewards.sum()), 1.0)
+
+
+def test_a_turn_reward_moves_gae_on_its_turn_and_earlier_tokens_only():
+    # turn 1 = [0, 2), tool result [2, 4), turn 2 = [4, 6); V = 0, gamma = 0.9, lam = 0.8 (gamma * lam = 0.72).
+    # A turn reward rho = 0.5 on turn 1 lands on token 1: A_1 += 0.5, A_0 += 0.72 * 0.5 = 0.36; turn 2 unchanged.
+    # On turn 2 it lands on token 5: A_5 += 0.5, A_4 += 0.36, A_1 += 0.72^2 * 0.5 = 0.2592, A_0 += 0.186624.
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]])
+    values = torch.zeros(1, 6)
+
+    def advantages(turns):
+        adv, _ = gae(token_rewards(torch.tensor([1.0]), [turns], mask), values, mask, gamma=0.9, lam=0.8)
+        return adv
+
+    base = advantages([(2, 0.0), (6, 0.0)])
+    close(advantages([(2, 0.5), (6, 0.0)]) - base, [[0.36, 0.5, 0, 0, 0, 0]])
+    close(advantages([(2, 0.0), (6, 0.5)]) - base, [[0.186624, 0.2592, 0, 0, 0.36, 0.5]])
+
+
+# Process supervision (DeepSeekMath 4.1.3) ----------------------------------------------------------------------
+
+# Group "a": episode 0 steps [0.1, -0.2, 0.0], episode 1 steps [0.3, 0.0]. Pooled R_a = [0.1, -0.2, 0.0, 0.3, 0.0]:
+#   mean 0.2 / 5 = 0.04; squared deviations 0.0036 + 0.0576 + 0.0016 + 0.0676 + 0.0016 = 0.132;
+#   sample std sqrt(0.132 / 4) = 0.181659  ->  (r - 0.04) / 0.181659:
+STEPS = [[0.1, -0.2, 0.0], [0.3, 0.0], [0.5], [], [0.2, 0.2], [0.2]]
+GROUPS = ["a", "a", "b", "b", "c", "c"]
+NORM_A = [[0.330289, -1.321157, -0.220193], [1.431253, -0.220193]]
+
+
+def test_normalize_step_rewards_by_hand():
+    out = normalize_step_rewards(STEPS, GROUPS)
+    for got, want in zip(out[:2], NORM_A):
+        assert got == pytest.approx(want, abs=1e-5)
+    # group b has one step (no baseline), group c all equal (no signal): exactly 0, shapes kept
+    assert out[2:] == [[0.0], [], [0.0, 0.0], [0.0]]
+    # centring only (Dr. GRPO style): r - 0.04
+    assert normalize_step_rewards(STEPS, GROUPS, normalize_std=False)[0] == pytest.approx([0.06, -0.24, -0.04])
+
+
+def test_normalize_step_rewards_leave_one_out_by_hand():
+    # episode 0's baseline = mean of episode 1's steps = 0.15; episode 1's = mean of episode 0's = -0.1 / 3
+    out = normalize_step_rewards(STEPS, GROUPS, leave_one_out=True, normalize_std=False)
+    assert out[0] == pytest.approx([-0.05, -0.35, -0.15])
+    assert out[1] == pytest.approx([0.3 + 1 / 30, 1 / 30])
+    assert out[2] == [0.0]  # the only other episode of group b has no steps: no baseline
+    with pytest.raises(ValueError, match="group_ids"):
+        normalize_step_rewards(STEPS, GROUPS[:2])
+
+
+def test_steps_to_go_by_hand():
+    # Row 0: turn 1 = [0, 2), tool [2, 4), turn 2 = [4, 6), tool [6, 7), turn 3 = [7, 8) with rewards a, b, c:
+    #   tokens 0, 1 -> a + b + c;  tokens 4, 5 -> b + c;  token 7 -> c;  tool tokens 0.
+    # Row 1: one turn ending at 3 (its last sampled token is 1), then padding.
+    a, b, c = 0.5, -1.0, 0.25
+    mask = torch.tensor([[1.0, 1, 0, 0, 1, 1, 0, 1], [1, 1, 0, 0, 0, 0, 0, 0]])
+    out = steps_to_go([[(2, a), (6, b), (8, c)], [(3, 2.0)]], mask)
+    close(out, [[-0.25, -0.25, 0, 0, -0.75, -0.75, 0, 0.25], [2, 2, 0, 0, 0, 0, 0, 0]])
+
+
+def test_grpo_with_process_supervision_end_to_end_by_hand():
+    # Group "a" of the hand values above, episode 0 = row 0 with turns ending at 2, 6, 8 (mask of the previous
+    # test), episode 1 = row 1 with turns ending at 2 and 5. Outcomes 1 and 0: GRPO outcome advantages +-0.707107.
+    mask = torch.tensor([[1.0, 1, 0, 0, 1, 1, 0, 1], [1, 1, 0, 0, 1, 0, 0, 0]])
+    norm = normalize_step_rewards(STEPS[:2], GROUPS[:2])
+    ends = [[(2, norm[0][0]), (6, norm[0][1]), (8, norm[0][2])], [(2, norm[1][0]), (5, norm[1][1])]]
+    outcome = broadcast_to_tokens(grpo_advantages(torch.tensor([1.0, 0.0]), ["a", "a"]), mask)
+    total = outcome + steps_to_go(ends, mask)
+    n0, n1 = NORM_A
+    r0 = [0.707107 + sum(n0), 0.707107 + sum(n0), 0, 0, 0.707107 + n0[1] + n0[2], 0.707107 + n0[1] + n0[2], 0,
+          0.707107 + n0[2]]
+    r1 = [-0.707107 + sum(n1), -0.707107 + sum(n1), 0, 0, -0.707107 + n1[1], 0, 0, 0]
+    close(total, [r0, r1])
+    # numerically: row 0 first token 0.707107 - 1.211061 = -0.503954
+    assert float(total[0, 0]) == pytest.approx(-0.503954, abs=1e-5)

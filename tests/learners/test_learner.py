@@ -152,3 +152,55 @@ def test_resume_then_replaying_the_stored_batch_gives_the_uninterrupted_adapter(
     expected = [s["exp_avg_sq"] for s in uninterrupted.optimizer.state_dict()["state"].values()]
     for a, b in zip(moments, expected):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-5)
+
+
+def _with_turn_rewards(trajs, per_turn=(0.3, -0.2, 0.1)):
+    """Give turn k of every episode the reward per_turn[k] (+ a little per episode, so groups are not flat)."""
+    return [replace(t, turns=[replace(turn, reward=per_turn[k % len(per_turn)] + 0.05 * i)
+                              for k, turn in enumerate(t.turns)]) for i, t in enumerate(trajs)]
+
+
+def test_process_advantages_on_a_shard_equal_the_full_batch_formula(tokenizer):
+    """GRPO + process supervision: normalised over the *full* batch's groups, then placed per micro-batch of this
+    rank's shard; every sampled token of a shard row gets what the full-batch formula gives that row."""
+    from learners.advantages import normalize_step_rewards, steps_to_go
+    from learners.collate import split
+
+    trajs = _with_turn_rewards(scored_batch(tokenizer))
+    full = collate(trajs, tokenizer.pad_token_id)
+    norm = normalize_step_rewards([[t.reward for t in traj.turns] for traj in trajs], [t.group_id for t in trajs])
+    want = steps_to_go([[(end, r) for (end, _), r in zip(row, n)] for row, n in zip(full.turn_ends, norm)],
+                       full.loss_mask)
+    assert want.abs().max() > 0.1
+    learner = Learner.__new__(Learner)  # _process_advantages needs only the config: no model loaded here
+    learner.cfg = replace(CFG, process_reward_mode="add")
+    mine = [1, 3, 5]  # rank 1 of 2
+    micro = split(collate([trajs[i] for i in mine], tokenizer.pad_token_id), 2)
+    got = learner._process_advantages(trajs, mine, micro)
+    rows = [(mb, a, r) for mb, a in zip(micro, got) for r in range(len(mb))]
+    for i, (mb, adv, r) in zip(mine, rows, strict=True):
+        torch.testing.assert_close(adv[r][mb.loss_mask[r] > 0], want[i][full.loss_mask[i] > 0])
+
+
+def test_process_reward_mode_add_changes_the_grpo_update_and_none_ignores_turn_rewards(model_path, tokenizer):
+    trajs = scored_batch(tokenizer)
+    rewarded = _with_turn_rewards(trajs)
+    weights = {}
+    for name, cfg, batch in [("plain", CFG, trajs), ("none", CFG, rewarded),
+                             ("add", replace(CFG, process_reward_mode="add"), rewarded)]:
+        learner = Learner(cfg, model_path, temperature=1.0)
+        metrics = learner.update(batch)
+        weights[name] = (_trained_weights(learner), metrics["advantage_abs_mean"])
+        del learner
+    plain, none, add = (weights[k] for k in ("plain", "none", "add"))
+    assert none[1] == plain[1] and add[1] != plain[1]
+    for k in plain[0]:
+        torch.testing.assert_close(none[0][k], plain[0][k], atol=0, rtol=0, msg=k)
+    assert max((add[0][k] - plain[0][k]).abs().max().item() for k in plain[0] if "lora_B" in k) > 1e-6
+
+
+def test_process_reward_mode_add_is_for_group_baselines_only():
+    assert LearnerConfig(process_reward_mode="add").validate() == []
+    problems = LearnerConfig(algo="ppo", process_reward_mode="add", process_reward_coef=-1.0).validate()
+    assert any("process_reward_mode: 'add' is for grpo/rloo" in p and "Fix:" in p for p in problems)
+    assert any("process_reward_coef: must be a finite number >= 0" in p for p in problems)
