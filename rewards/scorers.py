@@ -21,6 +21,7 @@ from rewards.format_grade import format_validity
 from rewards.grounding import grounded
 from rewards.length_penalty import efficiency
 from rewards.retry import retry_quality
+from rewards.reward_model_scorer import reward_model
 from rewards.safety import escalation, safety
 from rewards.tool_shaping import tool_use
 from rewards.verifiers import outcome
@@ -38,6 +39,7 @@ SCORERS: dict[str, Scorer] = {
     "safety": safety,  # support_desk: unsafe refund attempts cost -1 (reward.weights.safety=1.0)
     "escalation": escalation,  # support_desk: escalate after repeated errors (reward.weights.escalation=0.5)
     "retry": retry_quality,  # weather: retries transient failures, not permanent ones (reward.weights.retry=0.15)
+    "reward_model": reward_model,  # a Bradley–Terry model (reward.reward_model_path; jobs/train_reward_model.py)
 }
 
 

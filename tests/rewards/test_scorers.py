@@ -213,6 +213,9 @@ def test_a_scorer_that_raises_is_contained(monkeypatch):
     assert value == pytest.approx(1.3) and parts["total"] == value
 
 
+MODEL_BACKED = {"reward_model", "judge"}
+
+
 def test_scorers_never_raise_on_odd_trajectories():
     odd = [
         example_trajectory(final_answer=None, status="error"),
@@ -222,6 +225,8 @@ def test_scorers_never_raise_on_odd_trajectories():
     ]
     for traj in odd:
         for name, scorer in SCORERS.items():
+            if name in MODEL_BACKED:  # need a trained model or an engine: test_reward_model.py, test_judge.py
+                continue
             assert math.isfinite(scorer(traj, TASK, **RewardConfig().params(name)))
         _, parts = combine(traj, TASK, RewardConfig())
         assert not [k for k in parts if k.endswith("_error")]
