@@ -2,6 +2,7 @@
 
     python -m jobs.rollout                                   # configs/rollout.yaml: local Ray, CPU, SmolLM2, 32 tasks
     python -m jobs.rollout --config configs/rollout.yaml tasks.num_tasks=64 rollout.temperature=0.7
+    python -m jobs.rollout --env support_desk                # configs/rollout_support_desk.yaml if it exists
     ray job submit --working-dir . -- python -m jobs.rollout --config configs/rollout.yaml
 """
 
@@ -27,10 +28,13 @@ DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "rollout.
 
 
 def parse_args(argv: list[str] | None, doc: str, default_config: str | None = None,
-               resume: bool = False) -> argparse.Namespace:
+               resume: bool = False, env: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=default_config,
                         help="YAML run config (see configs/); fields not given keep their defaults")
+    if env:
+        parser.add_argument("--env", help="play this env's tasks (tasks.env=ENV); without --config, "
+                            "configs/rollout_ENV.yaml is used when it exists (its context and turn limits)")
     parser.add_argument("--list-fields", action="store_true", help="print every config field with its doc")
     if resume:
         parser.add_argument("--resume", action="store_true",
@@ -39,9 +43,27 @@ def parse_args(argv: list[str] | None, doc: str, default_config: str | None = No
     return parser.parse_args(argv)
 
 
+def config_and_overrides(env: str | None, config: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """The config file and overrides for ``--env``: the env's own rollout config when there is one (support_desk
+    needs a longer context and more turns), else the default; ``tasks.env`` first so later overrides win.
+
+    >>> config_and_overrides("support_desk", None, ["tasks.num_tasks=4"])[0].endswith("rollout_support_desk.yaml")
+    True
+    >>> config_and_overrides("weather", None, ["tasks.num_tasks=4"])[1]
+    ['tasks.env=weather', 'tasks.num_tasks=4']
+    >>> config_and_overrides(None, "my.yaml", [])
+    ('my.yaml', [])
+    """
+    if not env:
+        return config or DEFAULT_CONFIG, list(overrides)
+    own = Path(DEFAULT_CONFIG).with_name(f"rollout_{env}.yaml")
+    return config or (str(own) if own.exists() else DEFAULT_CONFIG), [f"tasks.env={env}", *overrides]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, __doc__, DEFAULT_CONFIG)
-    cfg, code = config_from_cli(RunConfig, args.config, args.overrides, args.list_fields)
+    args = parse_args(argv, __doc__, None, env=True)
+    config, overrides = config_and_overrides(args.env, args.config, args.overrides)
+    cfg, code = config_from_cli(RunConfig, config, overrides, args.list_fields)
     if cfg is None:
         return code
     tasks = load_tasks(cfg.tasks)  # bad task files fail here, before any actor starts

@@ -30,6 +30,14 @@ def test_rollout_job_under_ray_job_submit(head_cluster, tmp_path, tokenizer):
     assert "rollout:" in (run_dir / "config.yaml").read_text()  # the resolved config is saved with the run
 
 
+def test_env_flag_picks_the_envs_own_config():
+    import doctest
+
+    from jobs import rollout
+
+    assert doctest.testmod(rollout).failed == 0 and doctest.testmod(rollout).attempted >= 3
+
+
 def test_rollout_job_rejects_bad_config_before_starting_actors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jobs.rollout", "rollout.temperature=-1", "rollout.max_turns=0",
                            "tasks.env=nope", f"run.storage={tmp_path}"],
