@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from jobs.config_loader import doc
+from learners.optim import clipped_step, warmup_schedule
 from learners.policy import LoraSettings, decoder_hidden, load_adapter, load_base, save_adapter
 
 __all__ = ["RewardModelConfig", "RewardModel", "bt_loss", "train_reward_model", "HEAD_FILE", "META_FILE"]
@@ -230,12 +231,7 @@ def train_reward_model(model: RewardModel, pairs: Sequence, cfg: RewardModelConf
     per_epoch = math.ceil(len(pairs) / cfg.batch_size)
     total = per_epoch * cfg.epochs
 
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = warmup_schedule(optimizer, cfg.warmup_steps, total)
     order_rng = random.Random(f"reward-model-order:{cfg.seed}")
     steps, tokens = [], 0
     model.train()
@@ -252,14 +248,10 @@ def train_reward_model(model: RewardModel, pairs: Sequence, cfg: RewardModelConf
             r_chosen, r_rejected = rewards[:len(batch)], rewards[len(batch):]
             loss = bt_loss(r_chosen, r_rejected)
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            norm, lr = clipped_step(optimizer, scheduler, params, cfg.grad_clip)
             real = int(mask.sum())
             tokens += real
-            row = {"step": len(steps), "epoch": epoch, "loss": loss.item(), "grad_norm": norm.item(), "lr": lr,
+            row = {"step": len(steps), "epoch": epoch, "loss": loss.item(), "grad_norm": norm, "lr": lr,
                    "accuracy": (r_chosen > r_rejected).float().mean().item(), "tokens": real,
                    "time_s": time.perf_counter() - t0}
             steps.append(row)

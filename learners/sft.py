@@ -21,6 +21,7 @@ import torch
 
 from envs import TASK_GENERATORS
 from jobs.config_loader import doc
+from learners.optim import clipped_step, warmup_schedule
 from learners.policy import LoraSettings, add_lora, load_base, save_adapter, token_logprobs
 from learners.sft_data import (
     EXPERTS,
@@ -113,15 +114,6 @@ def collate(batch: list[SFTExample], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, attention, loss[:, 1:]  # logprob t scores token t+1
 
 
-def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_sft(cfg: SFTConfig, model_path: str | Path, out_dir: str | Path, *, log=print) -> dict:
     """Train a LoRA adapter on the demonstrations, save it (PEFT format) to ``out_dir`` and return the metrics."""
     from transformers import AutoTokenizer
@@ -140,8 +132,7 @@ def train_sft(cfg: SFTConfig, model_path: str | Path, out_dir: str | Path, *, lo
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, cfg.warmup_steps, total, cfg.schedule))
+    scheduler = warmup_schedule(optimizer, cfg.warmup_steps, total, cfg.schedule)
     order_rng = random.Random(f"sft-order:{cfg.seed}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps, tokens, loss_tokens = [], 0, 0
@@ -159,15 +150,11 @@ def train_sft(cfg: SFTConfig, model_path: str | Path, out_dir: str | Path, *, lo
             n = int(where.sum())
             loss = -(logprobs * where).sum() / n
             loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            norm, lr = clipped_step(optimizer, scheduler, params, cfg.grad_clip)
             real = int(attention.sum())
             tokens += real
             loss_tokens += n
-            row = {"step": len(steps), "epoch": epoch, "loss": loss.item(), "grad_norm": norm.item(), "lr": lr,
+            row = {"step": len(steps), "epoch": epoch, "loss": loss.item(), "grad_norm": norm, "lr": lr,
                    "tokens": real, "loss_tokens": n, "time_s": time.perf_counter() - t0}
             steps.append(row)
             log(f"step {row['step']:>3}/{total}  loss {row['loss']:.4f}  grad_norm {row['grad_norm']:.3f}  "
