@@ -10,7 +10,8 @@ from jobs.config_loader import doc
 @dataclass(frozen=True)
 class TaskConfig:
     env: str = doc("calculator", "environment whose seeded generator makes the tasks when no path is given")
-    path: str | None = doc(None, "a Parquet task file in the task schema (DESIGN.md); overrides the generator")
+    path: str | None = doc(None, "a Parquet (or .jsonl) task file in the task schema (DESIGN.md); overrides the "
+                                  "generator")
     num_tasks: int = doc(256, "tasks generated (or taken from the file's start): the pool a run draws from")
     split: str = doc("train", "generator split; held-out splits never share tasks with train")
     seed: int = doc(0, "generator seed")

@@ -108,13 +108,16 @@ def write_tasks(tasks: Iterable[Task], path: str | os.PathLike) -> None:
 
 
 def read_tasks(path: str | os.PathLike, known_envs: Collection[str]) -> list[Task]:
-    """Read and validate a task file; raise TaskFileError listing every problem, FileNotFoundError if absent."""
+    """Read and validate a task file (Parquet, or JSONL when it ends in .jsonl); raise TaskFileError listing every
+    problem, FileNotFoundError if absent."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
             f"task file not found: {p} (absolute: {p.absolute()}). Fix: check the path in the "
             "config, or write one with envs.write_tasks / the env's generate_tasks"
         )
+    if p.suffix == ".jsonl":
+        return _read_jsonl(p, known_envs)
     try:
         table = pq.read_table(p)
     except Exception as e:
@@ -131,6 +134,41 @@ def read_tasks(path: str | os.PathLike, known_envs: Collection[str]) -> list[Tas
         usable.add("meta")
     rows = table.to_pylist()
     problems += _row_problems(p.name, rows, usable, sorted(known_envs))
+    if problems:
+        raise TaskFileError(p, problems)
+    return rows_to_tasks(rows)
+
+
+def _read_jsonl(p: Path, known_envs: Collection[str]) -> list[Task]:
+    """A JSONL task file: one JSON object per line with the task columns, checked like a Parquet file. ``answer``
+    and ``meta`` hold JSON text as in Parquet; a non-string value there (``"answer": 42``) is taken as that JSON."""
+    rows, problems, lines = [], [], []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            problems.append(f"{p.name} line {number}: not valid JSON ({str(e)[:120]}). Fix: one JSON object per line")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{p.name} line {number}: a JSON {type(row).__name__}, not an object. Fix: write "
+                            '{"task_id": ..., "env": ..., "prompt": ..., "answer": ...} on each line')
+            continue
+        for key in ("answer", "meta"):
+            if key in row and row[key] is not None and not isinstance(row[key], str):
+                row[key] = json.dumps(row[key])
+        missing = [k for k in _REQUIRED if k not in row]
+        if missing:
+            problems.append(f"{p.name} line {number}: missing {', '.join(missing)}. Fix: every task needs "
+                            f"{', '.join(_REQUIRED)} (meta optional)")
+        for key in ("task_id", "env", "prompt"):
+            if key in row and row[key] is not None and not isinstance(row[key], str):
+                problems.append(f"{p.name} line {number}: {key} is a JSON {type(row[key]).__name__}, not a string. "
+                                f"Fix: quote it")
+        rows.append(row)
+        lines.append(number)
+    problems += _row_problems(p.name, rows, set(_CORE), sorted(known_envs), lines)
     if problems:
         raise TaskFileError(p, problems)
     return rows_to_tasks(rows)
@@ -164,12 +202,13 @@ def _column_problems(table: pa.Table) -> list[str]:
     return problems
 
 
-def _row_problems(fname: str, rows: list[dict], usable: set[str], known_envs: list[str]) -> list[str]:
+def _row_problems(fname: str, rows: list[dict], usable: set[str], known_envs: list[str],
+                  lines: list[int] | None = None) -> list[str]:
     problems: list[str] = []
     first_seen: dict[str, int] = {}
     for i, row in enumerate(rows):
         tid = row.get("task_id") if "task_id" in usable else None
-        where = f"{fname} row {i}" + (f" (task_id {tid!r})" if tid else "")
+        where = f"{fname} row {i}" + (f" (line {lines[i]})" if lines else "") + (f" (task_id {tid!r})" if tid else "")
         problems += [f"{where}: {what}. Fix: {fix}" for what, fix in _check_row(row, i, usable, known_envs, first_seen)]
     return problems
 

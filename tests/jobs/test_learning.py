@@ -1,9 +1,12 @@
-"""The end-to-end chain (DESIGN.md test budget): SFT warm start -> GRPO under `ray job submit` -> paired eval.
+"""The end-to-end chain (DESIGN.md test budget): SFT warm start -> GRPO under `ray job submit` -> paired eval ->
+`jobs.eval` of the trained run, submitted the same way.
 
 The job is the README's main command with a CI-sized step count, submitted to a `ray start --head` cluster. It
 warm-starts from the shipped SFT recipe (the session's cached adapter: same recipe hash), evaluates the starting
 policy greedily on 128 fixed held-out tasks, trains, evaluates again, and the test asks McNemar's exact test
-whether the tasks gained outnumber the tasks lost at p < 0.01. Numbers over several seeds: docs/training.md.
+whether the tasks gained outnumber the tasks lost at p < 0.01. Then `python -m jobs.eval` plays the run's adapter
+(on the run's own SFT-merged base) on the same 128 tasks, gated at the SFT start's success, and the test reads its
+metrics.json. Numbers over several seeds: docs/training.md; the eval job: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from actors.evaluation import paired
 from jobs.checkpoints import latest_checkpoint
 from tests.jobs.conftest import submit
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(3000)]
 # The rest is configs/train.yaml (6 steps, lr 1e-3). A 1 GiB KV cache holds a step's 32 episodes and leaves room
 # on a 23 GiB machine next to the pytest process and two Ray clusters' daemons.
 CI_RUN = ["train.checkpoint_every=3", "rollout.kv_cache_gib=1.0"]
@@ -43,3 +46,18 @@ def test_grpo_from_the_sft_warm_start_solves_more_held_out_tasks(release_session
     assert all(h["probe_error"] < 0.002 for h in history)  # every sync verified against the learner
     assert (run_dir / "curves.png").stat().st_size > 0 and len(list((run_dir / "trajectories").iterdir())) == 6
     assert latest_checkpoint(run_dir).name == "step_000006"
+
+    # The release gate: the trained run through jobs.eval, which must not fall below the SFT start's success.
+    eval_dir = tmp_path / "eval"
+    proc = submit(env, address, ["-m", "jobs.eval", "--adapter", f"trained={run_dir}",
+                                 "--min-success", repr(evals[0]["success"]), "eval.base=false",
+                                 f"run.run_dir={eval_dir}", "rollout.kv_cache_gib=1.0"], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    trained = metrics["metrics"]["trained"]["all"]
+    print(f"jobs.eval: trained success {trained['success']:.1%} (training's own final eval "
+          f"{evals[-1]['success']:.1%}), tool-call error rate {trained['tool_call_error_rate']:.1%}")
+    assert trained["episodes"] == 128 and metrics["gate"] == {"set": True, "passed": True, "failures": []}
+    assert trained["success"] >= evals[0]["success"]
+    assert abs(trained["success"] - evals[-1]["success"]) <= 0.05  # same policy, tasks and engine: same numbers
+    assert all((eval_dir / name).stat().st_size > 0 for name in ("report.md", "success.png", "episodes.parquet"))

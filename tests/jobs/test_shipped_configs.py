@@ -9,6 +9,7 @@ import pytest
 
 from jobs.config import RunConfig
 from jobs.config_loader import load_config
+from jobs.eval_config import EvalJobConfig
 from jobs.train_reward_model import TrainRewardModelConfig
 from jobs.warm_start import check_init_adapter, recipe_path
 from learners.sft import SFTConfig
@@ -23,6 +24,8 @@ def job_config(path: Path) -> type:
         return SFTConfig
     if path.name.startswith("reward_model"):
         return TrainRewardModelConfig
+    if path.name.startswith("eval"):
+        return EvalJobConfig
     return RunConfig
 
 
@@ -39,4 +42,4 @@ def test_shipped_config_is_valid(path):
 
 
 def test_there_are_configs_for_every_job():
-    assert {job_config(p) for p in CONFIGS} == {RunConfig, SFTConfig, TrainRewardModelConfig}
+    assert {job_config(p) for p in CONFIGS} == {RunConfig, SFTConfig, TrainRewardModelConfig, EvalJobConfig}
