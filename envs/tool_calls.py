@@ -192,7 +192,28 @@ def _to_call(obj: object, raw: str, *, strict: bool) -> ToolCall | ParseError:
         args, strict = decoded, False
     elif not isinstance(args, dict):
         return ParseError(f'"arguments" must be a JSON object, got a JSON {_json_type(args)}; {_HINT}', raw)
+    if _lone_surrogate(name) or _lone_surrogate(args):  # valid JSON, but no UTF-8 text: it would break every sink
+        return ParseError('the call contains a lone surrogate escape such as "\\ud800", which is not valid unicode; '
+                          f"write the character itself; {_HINT}", raw)
     return ToolCall(name=name, arguments=args, raw=raw, strict=strict)
+
+
+def _lone_surrogate(value: object) -> bool:
+    """Does any string in ``value`` (keys included) hold a lone surrogate? Iterative: JSON may nest deeply."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _json_type(value: object) -> str:
