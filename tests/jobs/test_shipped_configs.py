@@ -10,6 +10,7 @@ import pytest
 from jobs.config import RunConfig
 from jobs.config_loader import load_config
 from jobs.eval_config import EvalJobConfig
+from jobs.serve_config import ServeConfig
 from jobs.train_reward_model import TrainRewardModelConfig
 from jobs.warm_start import check_init_adapter, recipe_path
 from learners.sft import SFTConfig
@@ -26,6 +27,8 @@ def job_config(path: Path) -> type:
         return TrainRewardModelConfig
     if path.name.startswith("eval"):
         return EvalJobConfig
+    if path.name.startswith("serve"):
+        return ServeConfig
     return RunConfig
 
 
@@ -42,4 +45,5 @@ def test_shipped_config_is_valid(path):
 
 
 def test_there_are_configs_for_every_job():
-    assert {job_config(p) for p in CONFIGS} == {RunConfig, SFTConfig, TrainRewardModelConfig, EvalJobConfig}
+    assert {job_config(p) for p in CONFIGS} == {RunConfig, SFTConfig, TrainRewardModelConfig, EvalJobConfig,
+                                                ServeConfig}
