@@ -105,11 +105,13 @@ def play_all(policies: Sequence[Policy], tasks: Sequence[Task], cfg: EvalJobConf
     """Every policy on every task: one engine per base model (one after the other), its policies in turn."""
     import ray
 
-    from actors.remote import rollout_worker_resources, start_rollout_workers
-    from cluster.connect import check_plan, connect
+    from actors.remote import start_rollout_workers
+    from cluster.connect import connect
+    from cluster.plan import ensure_fits, plan_for
     from jobs.eval_policies import by_base
 
-    check_plan({"rollout": rollout_worker_resources(cfg.rollout)}, connect(cfg.ray))
+    connect(cfg.ray)
+    ensure_fits(plan_for(cfg.rollout), cfg.ray)
     played, timings = {}, {}
     for base, group in by_base(policies).items():
         print(f"engine on {base}: {', '.join(p.name for p in group)}", flush=True)

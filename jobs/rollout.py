@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from actors.remote import rollout_worker_resources, start_rollout_workers
+from actors.remote import start_rollout_workers
 from actors.trajectory import write_parquet
-from cluster.connect import check_plan, connect
+from cluster.connect import connect
 from cluster.model import resolve_model
+from cluster.plan import ensure_fits, plan_for
 from envs.task_source import load_tasks
 from jobs.config import RunConfig, make_run_dir
 from jobs.config_loader import config_from_cli
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = make_run_dir(cfg)
     print(f"run directory: {run_dir}")
 
-    available = connect(cfg.ray)
-    check_plan({"rollout": rollout_worker_resources(cfg.rollout)}, available)
+    connect(cfg.ray)
+    ensure_fits(plan_for(cfg.rollout), cfg.ray)
     model_path = str(resolve_model(cfg.model.name))
     workers = start_rollout_workers(model_path, cfg.rollout)
 

@@ -18,15 +18,9 @@ import time
 from pathlib import Path
 
 from actors.evaluation import paired
-from actors.remote import (
-    POOL_CPUS,
-    REWARD_CPUS,
-    rollout_worker_resources,
-    start_reward_actor,
-    start_rollout_pool,
-    start_rollout_workers,
-)
-from cluster.connect import check_plan, connect
+from actors.remote import start_reward_actor, start_rollout_pool, start_rollout_workers
+from cluster.connect import connect
+from cluster.plan import ensure_fits, plan_for
 from envs.task_source import load_tasks
 from jobs.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
@@ -54,10 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {run_dir}" + (f" (resuming from {resume_from})" if resume_from else ""))
 
     # Plan and start the actors: rollout pool outside the learner group ------------------------------------
-    available = connect(cfg.ray)
-    learner_cpus = cfg.learner.num_cpus_per_worker * cfg.learner.num_workers
-    check_plan({"rollout": rollout_worker_resources(cfg.rollout), "reward+pool": {"CPU": REWARD_CPUS + POOL_CPUS},
-                "learner": {"CPU": learner_cpus, "GPU": cfg.learner.num_workers * cfg.learner.use_gpu}}, available)
+    connect(cfg.ray)
+    ensure_fits(plan_for(cfg.rollout, cfg.learner, reward=True), cfg.ray)  # fails in seconds naming what is missing
     model_path = warm_started_model(cfg.train.init_adapter, cfg.model.name)  # SFT once, merged into the base
     workers = start_rollout_workers(model_path, cfg.rollout)
     pool = start_rollout_pool(workers, start_reward_actor(cfg.reward), tasks, tasks_per_step=cfg.train.tasks_per_step,

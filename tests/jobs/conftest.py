@@ -23,9 +23,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def head_cluster(tmp_path):
+def head_cluster(request, tmp_path):
     """A `ray start --head` cluster of its own. `ray stop` would kill every Ray process on the machine, the test
-    session's cluster included, so the head runs with --block in its own process group and only that is stopped."""
+    session's cluster included, so the head runs with --block in its own process group and only that is stopped.
+    Extra `ray start` flags come by indirect parametrization, e.g.
+    ``@pytest.mark.parametrize("head_cluster", [["--num-gpus=0"]], indirect=True)``."""
+    extra = list(getattr(request, "param", []))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     port, dash = _free_port(), _free_port()
@@ -36,7 +39,7 @@ def head_cluster(tmp_path):
                    f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}"]
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
                              f"--dashboard-port={dash}", "--include-dashboard=true", "--num-cpus=2",
-                             "--disable-usage-stats", *agent_ports], env=env, stdout=subprocess.DEVNULL,
+                             "--disable-usage-stats", *agent_ports, *extra], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
