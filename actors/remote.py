@@ -13,16 +13,30 @@ def rollout_worker_resources(cfg: RolloutConfig) -> dict[str, float]:
     return {"CPU": cfg.num_cpus_per_worker * cfg.num_workers, "GPU": cfg.num_gpus_per_worker * cfg.num_workers}
 
 
+def _worker_actor(cfg: RolloutConfig):
+    import ray
+
+    return ray.remote(RolloutWorker).options(
+        num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_concurrency=1,
+    )
+
+
 def start_rollout_workers(model_path: str, cfg: RolloutConfig) -> list:
     """Start ``cfg.num_workers`` rollout workers and wait until each engine is up (raises the first failure)."""
     import ray
 
-    actor = ray.remote(RolloutWorker).options(
-        num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_concurrency=1,
-    )
-    workers = [actor.remote(model_path, cfg, worker_index=i) for i in range(cfg.num_workers)]
+    workers = [_worker_actor(cfg).remote(model_path, cfg, worker_index=i) for i in range(cfg.num_workers)]
     ray.get([w.ping.remote() for w in workers])
     return workers
+
+
+def start_rollout_worker(model_path: str, cfg: RolloutConfig, index: int):
+    """One rollout worker (a replacement for worker ``index``), up when this returns."""
+    import ray
+
+    worker = _worker_actor(cfg).remote(model_path, cfg, worker_index=index)
+    ray.get(worker.ping.remote())
+    return worker
 
 
 def start_reward_actor(cfg):
@@ -35,7 +49,7 @@ def start_reward_actor(cfg):
 
 
 def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_step: int, seed: int,
-                       engine_dtype: str, out_dir: str):
+                       engine_dtype: str, out_dir: str, respawn: tuple[str, RolloutConfig] | None = None):
     """The pool runs requests from several learner ranks at once (they block on the same step's batch)."""
     import ray
 
@@ -43,4 +57,4 @@ def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_st
 
     return ray.remote(RolloutPool).options(num_cpus=POOL_CPUS, max_concurrency=8).remote(
         workers, reward_actor, tasks, tasks_per_step=tasks_per_step, seed=seed, engine_dtype=engine_dtype,
-        out_dir=out_dir)
+        out_dir=out_dir, respawn=respawn)

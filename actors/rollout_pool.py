@@ -8,6 +8,12 @@ Every sync is verified (veRL issue 7495 is an adapter sync that silently pushed 
 the new version and the checksum of the bytes the learner sent, and its logprobs on a fixed probe sequence must
 match the learner's, and the change it shows must match the learner's own change, within tolerances set by the
 engine dtype (actors.config.ENGINE_DTYPES, measured in docs/design.md).
+
+A worker that dies mid-step (``kill -9``, OOM, a lost node) is replaced (actors/worker_recovery.py): its engine's
+processes are reaped, a new worker with the same index starts and loads the current adapter version (checksum
+checked) before it takes work, and the dead worker's share of the episodes is played again on it, so the step
+still returns the full batch. At most ``rollout.max_worker_restarts`` replacements per run; the counts go into
+every step's metrics (``worker_deaths``, ``episodes_rerun``, ...).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.adapters import checksum
-from actors.config import ENGINE_DTYPES
+from actors.config import ENGINE_DTYPES, RolloutConfig
 from actors.evaluation import evaluate_batch
 from actors.trajectory import Trajectory, write_parquet
+from actors.worker_recovery import WorkerLostError, reap_on_node
 from envs.tasks import Task
 
 
@@ -52,9 +59,18 @@ class TaskCursor:
 
 class RolloutPool:
     def __init__(self, workers: Sequence, reward_actor, tasks: Sequence[Task], *, tasks_per_step: int,
-                 seed: int, engine_dtype: str = "float32", out_dir: str | None = None):
+                 seed: int, engine_dtype: str = "float32", out_dir: str | None = None,
+                 respawn: tuple[str, RolloutConfig] | None = None):
+        """``respawn``: (model path, rollout config) to start replacement workers with; None = a dead worker ends
+        the run with WorkerLostError."""
+        import ray
+
         self.tolerance = ENGINE_DTYPES[engine_dtype]
         self.workers, self.reward_actor = list(workers), reward_actor
+        self.respawn = respawn
+        self.trees = ray.get([w.process_tree.remote() for w in self.workers])  # what to reap if one dies
+        self.faults = {"worker_deaths": 0, "workers_replaced": 0, "episodes_rerun": 0, "engine_processes_reaped": 0}
+        self._files: dict[str, bytes] | None = None  # the adapter the workers serve now, for replacements
         self.tasks = list(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
         self.tasks_per_step = tasks_per_step
@@ -75,7 +91,8 @@ class RolloutPool:
                 trajectories = self._play([self.tasks[i] for i in self.cursor.take(self.tasks_per_step)])
                 rollout_s = time.perf_counter() - started
                 scored = ray.get(self.reward_actor.score_batch.remote(trajectories, self.by_id))
-                timings = {"rollout_s": rollout_s, "reward_s": time.perf_counter() - started - rollout_s}
+                timings = {"rollout_s": rollout_s, "reward_s": time.perf_counter() - started - rollout_s,
+                           **self.faults}
                 if self.out_dir:
                     write_parquet(scored, self.out_dir / f"step_{step:05d}.parquet")
                 self._batches[step] = (scored, timings)
@@ -103,6 +120,7 @@ class RolloutPool:
         else:
             infos = ray.get([w.load_adapter.remote(version, files) for w in self.workers])
             self.version = version  # taken even if verification fails: the number is spent on the workers
+            self._files = dict(files)
         new = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, info["version"])
                                                       for w, info in zip(self.workers, infos)])]
         report = verify_sync(infos, version, checksum(files), learner_after, learner_before, new, old,
@@ -121,12 +139,54 @@ class RolloutPool:
         return evaluate_batch(trajectories) | {"version": version, "eval_s": time.perf_counter() - started}
 
     def _play(self, tasks: Sequence[Task], **episode_args) -> list[Trajectory]:
-        """Split the tasks across the workers, play them, and gather the trajectories in worker order."""
+        """Split the tasks across the workers, play them, and gather the trajectories in worker order. A worker
+        that dies is replaced and its shard played again (episode seeds depend on task and sample index only)."""
         import ray
 
-        shards = [list(tasks)[i:: len(self.workers)] for i in range(len(self.workers))]
-        refs = [w.run_episodes.remote(s, **episode_args) for w, s in zip(self.workers, shards) if s]
-        return [t for batch in ray.get(refs) for t in batch]
+        n = len(self.workers)
+        shards = {i: list(tasks)[i::n] for i in range(n) if list(tasks)[i::n]}
+        done: dict[int, list[Trajectory]] = {}
+        while shards:
+            refs = {i: self.workers[i].run_episodes.remote(shard, **episode_args) for i, shard in shards.items()}
+            for i, ref in refs.items():
+                try:
+                    done[i] = ray.get(ref)
+                    del shards[i]
+                except ray.exceptions.RayActorError as err:
+                    self._replace(i, err)
+                    per_task = episode_args.get("samples_per_task") or self.respawn[1].samples_per_task
+                    self.faults["episodes_rerun"] += len(shards[i]) * per_task
+        return [t for i in sorted(done) for t in done[i]]
+
+    def _replace(self, index: int, err: Exception) -> None:
+        """Reap dead worker ``index``'s engine, start its replacement, make it serve the current version."""
+        import ray
+
+        from actors.remote import start_rollout_worker
+
+        self.faults["worker_deaths"] += 1
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if self.respawn is None or self.faults["workers_replaced"] >= self.respawn[1].max_worker_restarts:
+            limit = 0 if self.respawn is None else self.respawn[1].max_worker_restarts
+            raise WorkerLostError(f"rollout worker {index} died ({first_line}) and the pool may not replace it "
+                                  f"({self.faults['workers_replaced']} of {limit} replacements used). Fix: raise "
+                                  "rollout.max_worker_restarts, and look at the worker's log for why it died "
+                                  "(OOM: lower rollout.kv_cache_gib or max_num_seqs); resume with --resume") from err
+        ray.kill(self.workers[index], no_restart=True)
+        self.faults["engine_processes_reaped"] += len(reap_on_node(self.trees[index]))
+        model_path, cfg = self.respawn
+        worker = start_rollout_worker(model_path, cfg, index)
+        if self.version:
+            info = ray.get(worker.load_adapter.remote(self.version, self._files))
+            if info["checksum"] != checksum(self._files):
+                raise WorkerLostError(f"replacement rollout worker {index} serves checksum {info['checksum']}, not "
+                                      f"version {self.version}'s {checksum(self._files)}")
+        self.workers[index], self.trees[index] = worker, ray.get(worker.process_tree.remote())
+        self.faults["workers_replaced"] += 1
+        print(f"rollout worker {index} died ({first_line}); replaced, serving version {self.version}", flush=True)
+
+    def fault_counts(self) -> dict:
+        return dict(self.faults)
 
     def cursor_state(self) -> dict:
         return {"position": self.cursor.position, "seed": self.cursor.seed, "version": self.version}

@@ -96,3 +96,9 @@ class RolloutWorker:
 
     def ping(self) -> int:
         return os.getpid()
+
+    def process_tree(self) -> dict:
+        """This actor's process and its engine's child processes: what the pool reaps if this worker dies."""
+        from actors.worker_recovery import process_tree
+
+        return process_tree()

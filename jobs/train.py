@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = start_rollout_workers(model_path, cfg.rollout)
     pool = start_rollout_pool(workers, start_reward_actor(cfg.reward), tasks, tasks_per_step=cfg.train.tasks_per_step,
                               seed=cfg.tasks.seed, engine_dtype=cfg.rollout.dtype,
-                              out_dir=str(run_dir / "trajectories"))
+                              out_dir=str(run_dir / "trajectories"), respawn=(model_path, cfg.rollout))
 
     # The learner group ------------------------------------------------------------------------------------
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
