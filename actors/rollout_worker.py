@@ -90,6 +90,13 @@ class RolloutWorker:
         finally:
             self.store.release(version)
 
+    def judge(self, prompts: Sequence[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
+        """The LLM judge on this engine (``reward.judge=rollout``): one reply per prompt, each prompt a user message,
+        from the base model (no LoRARequest; the served adapter version is unchanged). Needs LoRA serving: with
+        merged serving the base is not in the weights (RuntimeError naming the fix)."""
+        return self.backend.generate_chat([[{"role": "user", "content": p}] for p in prompts], max_tokens=max_tokens,
+                                          temperature=temperature)
+
     def prompt_logprobs(self, token_ids: Sequence[int], version: int | None = None) -> list[float]:
         """Per-token logprobs of a fixed sequence under a version: the probe that verifies a sync."""
         return self.backend.prompt_logprobs(list(token_ids), self.version if version is None else version)

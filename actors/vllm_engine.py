@@ -35,7 +35,7 @@ class VLLMBackend:
             kwargs["worker_extension_cls"] = "actors.merged_weights.MergedAdapterExtension"
         elif cfg.enable_lora:
             kwargs.update(enable_lora=True, max_lora_rank=cfg.max_lora_rank, max_loras=cfg.max_loras)
-        self.model_path = model_path
+        self.model_path, self.max_model_len = model_path, cfg.max_model_len
         self.serving_version = 0  # merged serving: the one version the weights hold now
         self.llm = LLM(model=model_path, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
                        max_num_seqs=cfg.max_num_seqs, logprobs_mode="processed_logprobs",
@@ -113,3 +113,30 @@ class VLLMBackend:
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], params,
                                 lora_request=self._lora(version), use_tqdm=False)[0]
         return [step[tok].logprob for step, tok in zip(out.prompt_logprobs[1:], token_ids[1:])]
+
+    def generate_chat(self, conversations: Sequence[list[dict]], *, max_tokens: int,
+                      temperature: float = 0.0) -> list[str]:
+        """Text replies to chat ``conversations`` (message lists), rendered with the model's own chat template, from
+        the base weights: no ``LoRARequest`` (the LLM judge, rewards/judge.py). ``temperature=0`` is greedy. A
+        conversation that leaves no room for a reply in ``max_model_len`` gets ``""`` (its judge value falls back)
+        instead of failing the batch. Merged serving has no base model to ask: RuntimeError naming the fix.
+        """
+        if self.merged:
+            raise RuntimeError("this engine serves the adapter merged into its weights (rollout.adapter_serving="
+                               "merged, or auto on CPU), so the base model is not there to judge. Fix: set "
+                               "rollout.adapter_serving=lora, or reward.judge=actor with reward.judge_model")
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, fits = [], []
+        for messages in conversations:
+            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer.encode(text, add_special_tokens=False)  # the template writes its own specials
+            fits.append(len(ids) < self.max_model_len)
+            if fits[-1]:
+                prompts.append((ids, min(max_tokens, self.max_model_len - len(ids))))
+        params = [SamplingParams(max_tokens=room, temperature=temperature, seed=0) for _, room in prompts]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in prompts], params,
+                                 use_tqdm=False) if prompts else []
+        texts = iter(out.outputs[0].text for out in outs)
+        return [next(texts) if ok else "" for ok in fits]

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from jobs.config_loader import doc
+from rewards.judge import MAX_CHARS as JUDGE_MAX_CHARS
 from rewards.length_penalty import FREE_TURNS, PER_TOKEN, PER_TURN
 from rewards.monitor import MIN_CHANGE, MIN_T, WINDOW
 from rewards.process import CALL_FAILED, CALL_OK, PROCESS_SCORERS, PROGRESS
@@ -18,6 +19,10 @@ __all__ = ["RewardConfig", "DEFAULT_WEIGHTS"]
 
 # Outcome is the task; format and tool use are shaping, kept smaller by construction (validate, rewards.tool_shaping).
 DEFAULT_WEIGHTS = {"outcome": 1.0, "format": 0.1, "tool_use": 1.0, "efficiency": 0.0}
+SCORE_TIMEOUT_S = 300.0  # only a hung scorer or judge comes near it
+JUDGES = ("none", "rollout", "actor")
+JUDGE_TIMEOUT_S = 120.0  # 2x the 62 s a 32-episode batch took on 2 busy CPU cores with SmolLM2 (docs/judge.md)
+SCORE_RETRIES = 2  # a transient failure passes on the second try; a third covers a replacement that starts badly
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,29 @@ class RewardConfig:
                                     "at least this much (reward units) over the window")
     monitor_min_t: float = doc(MIN_T, "reward-hacking monitor: and when |slope| / its standard error is at least "
                                "this, so noise alone does not raise the alarm")
+    score_timeout_s: float = doc(SCORE_TIMEOUT_S, "seconds one scoring call may take before the reward actor "
+                                 "is presumed hung, killed and replaced (actors.scoring); rule-based scorers take "
+                                 "well under 1 s a batch, a CPU reward model tens of seconds")
+    score_retries: int = doc(SCORE_RETRIES, "times a batch whose scoring failed or timed out is scored again (on a "
+                             "new actor if the old one died) before each episode is scored alone and the groups "
+                             "of the unscorable ones are dropped from the step (actors.scoring)")
+    judge: str = doc("none", "who answers the LLM judge (rewards/judge.py, docs/judge.md): none | rollout (the rollout "
+                     "engine's base model, requests without LoRA, no second engine; needs rollout.adapter_serving="
+                     "lora) | actor (its own vLLM engine with judge_model, actors/judge_actor.py). weights.judge and "
+                     "process_weights.judge weigh it")
+    judge_model: str | None = doc(None, "judge=actor: the judge's model, a HF model directory, a hub id in the HF "
+                                  "cache, or smollm2-135m (cluster.model.resolve_model)")
+    judge_timeout_s: float = doc(JUDGE_TIMEOUT_S, "seconds the reward actor waits for the judge's answers to a whole "
+                                 "batch, retries included; past it every episode falls back to 0.0 (counted). Must "
+                                 "stay below score_timeout_s")
+    judge_max_tokens: int = doc(64, "tokens the judge may write per answer: two short sentences and the SCORE line; "
+                                "an answer cut before its SCORE line falls back")
+    judge_retries: int = doc(1, "tries after the first when the judge raised (a replaced worker); a timeout is not "
+                             "tried again, it would hold the step up twice")
+    judge_max_chars: int = doc(JUDGE_MAX_CHARS, "conversation characters the judge sees per prompt (~4 per token); "
+                               "longer episodes lose their middle")
+    judge_rubric: str | None = doc(None, "your own episode rubric: text with a {conversation} placeholder that asks "
+                                   "for a last line SCORE: <n>, n in 0-10; None = rewards.judge.RUBRIC")
 
     def __post_init__(self) -> None:
         # A partial override (`reward.weights.format=0.2`) replaces the whole mapping: keep the other defaults.
@@ -83,7 +111,8 @@ class RewardConfig:
         return names + (["process_mean"] if any(self.process_weights.values()) else [])
 
     def validate(self) -> list[str]:
-        return self._episode_problems() + self._process_problems() + self._monitor_problems()
+        return (self._episode_problems() + self._process_problems() + self._monitor_problems()
+                + self._scoring_problems() + self._judge_problems())
 
     def _episode_problems(self) -> list[str]:
         from rewards.scorers import SCORERS
@@ -121,9 +150,10 @@ class RewardConfig:
         span = self.shaping_span()
         outcome = self.weights["outcome"]
         if span >= outcome:
-            problems.append(f"weights: format and tool_use can move the total by {span:g}, not less than the outcome "
-                            f"weight {outcome:g}, so shaping could outweigh a right answer. Fix: lower "
-                            "weights.tool_use / weights.format or the tool_* values (defaults give 0.6 < 1.0)")
+            problems.append(f"weights: format and tool_use (and escalation, judge) can move the total by {span:g}, not "
+                            f"less than the outcome weight {outcome:g}, so shaping could outweigh a right answer. Fix: "
+                            "lower weights.tool_use / weights.format / weights.judge or the tool_* values (defaults "
+                            "give 0.6 < 1.0)")
         return problems
 
     def _reward_model_problems(self) -> list[str]:
@@ -177,13 +207,61 @@ class RewardConfig:
                                 f"{MIN_CHANGE if name == 'monitor_min_change' else MIN_T}")
         return problems
 
+    def _scoring_problems(self) -> list[str]:
+        problems = []
+        if not _finite(self.score_timeout_s) or self.score_timeout_s <= 0:
+            problems.append(f"score_timeout_s: must be a finite number of seconds > 0, got {self.score_timeout_s!r}. "
+                            f"Fix: use {SCORE_TIMEOUT_S}, or more for a slow judge")
+        if isinstance(self.score_retries, bool) or not isinstance(self.score_retries, int) or self.score_retries < 0:
+            problems.append(f"score_retries: must be an integer >= 0, got {self.score_retries!r}. Fix: use "
+                            f"{SCORE_RETRIES}; 0 goes straight to scoring each episode alone")
+        return problems
+
+    def judge_weights(self) -> tuple[float, float]:
+        """``(weights.judge, process_weights.judge)``: the reward actor asks the judge when either is not 0."""
+        return self.weights.get("judge", 0.0), self.process_weights.get("judge", 0.0)
+
+    def _judge_problems(self) -> list[str]:
+        problems = []
+        if self.judge not in JUDGES:
+            return [f"judge: {self.judge!r} unknown. Fix: use one of {', '.join(JUDGES)}"]
+        asked = any(w for w in self.judge_weights() if _finite(w))
+        if asked and self.judge == "none":
+            problems.append("weights.judge / process_weights.judge are set but judge is none, so every episode would "
+                            "fall back to 0.0. Fix: set reward.judge=rollout (the rollout engine's base model; needs "
+                            "rollout.adapter_serving=lora) or reward.judge=actor with reward.judge_model")
+        if not asked and self.judge != "none":
+            problems.append(f"judge: {self.judge} but weights.judge and process_weights.judge are 0 or unset, so the "
+                            "judge is never asked. Fix: e.g. reward.weights.judge=0.3, or reward.judge=none")
+        if self.judge == "actor" and not self.judge_model:
+            problems.append("judge: actor needs judge_model. Fix: set reward.judge_model to a HF model directory or "
+                            "smollm2-135m, or use reward.judge=rollout")
+        if not _finite(self.judge_timeout_s) or self.judge_timeout_s <= 0:
+            problems.append(f"judge_timeout_s: must be a finite number of seconds > 0, got {self.judge_timeout_s!r}. "
+                            f"Fix: use {JUDGE_TIMEOUT_S}")
+        elif self.judge != "none" and _finite(self.score_timeout_s) and self.judge_timeout_s >= self.score_timeout_s:
+            problems.append(f"judge_timeout_s: {self.judge_timeout_s:g} is not below score_timeout_s "
+                            f"{self.score_timeout_s:g}, so a slow judge gets the reward actor killed as hung before "
+                            "its fallback applies. Fix: lower judge_timeout_s or raise score_timeout_s (e.g. 120, 300)")
+        for name, least, default in (("judge_max_tokens", 8, 64), ("judge_retries", 0, 1),
+                                     ("judge_max_chars", 200, JUDGE_MAX_CHARS)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                problems.append(f"{name}: must be an integer >= {least}, got {value!r}. Fix: use {default}")
+        if self.judge_rubric is not None and ("{conversation}" not in str(self.judge_rubric)
+                                              or "SCORE" not in str(self.judge_rubric)):
+            problems.append("judge_rubric: must hold the placeholder {conversation} and ask for a last line SCORE: "
+                            "<n>, or every reply is unparseable. Fix: start from rewards.judge.RUBRIC, or use null")
+        return problems
+
     def shaping_span(self) -> float:
-        """The most format and tool_use together can move the total (format is in [0, 1]); efficiency is left out:
-        it is unbounded per token and off by default."""
+        """The most format and tool_use together can move the total (format is in [0, 1]), with escalation and the
+        judge (in [0, 1]) when weighted; efficiency is left out: it is unbounded per token and off by default."""
         tool_values = (self.tool_none, self.tool_failed, self.tool_wrong, self.tool_correct)
         return (self.weights.get("tool_use", 0.0) * (max(tool_values) - min(tool_values))
                 + self.weights.get("format", 0.0) * 1.0
-                + self.weights.get("escalation", 0.0) * (AFTER_ERRORS - GAVE_UP))
+                + self.weights.get("escalation", 0.0) * (AFTER_ERRORS - GAVE_UP)
+                + self.weights.get("judge", 0.0) * 1.0)
 
 
 def _finite(value: object) -> bool:

@@ -1,4 +1,5 @@
-"""Process rewards from rules: one value per assistant turn, written into ``Turn.reward`` by the reward actor.
+"""Process rewards from rules or from a judge: one value per assistant turn, written into ``Turn.reward`` by the
+reward actor.
 
 Every process scorer is a pure function ``score(trajectory, task) -> list[float]`` returning exactly one value per
 turn of ``trajectory.turns`` (configurable values are keyword-only arguments, filled from
@@ -12,16 +13,19 @@ How the learners use the turn rewards: PPO adds each one to the reward of its tu
 (``learners.advantages.token_rewards``); GRPO/RLOO use them only with ``learner.process_reward_mode: add``
 (``learners.advantages.normalize_step_rewards`` and ``steps_to_go``). Farming risk, said plainly: every call turn
 that runs earns ``call_ok``, so more call turns earn more (bounded by ``rollout.max_turns``); ``tool_progress``
-cannot be farmed (it pays once per episode). Watch ``reward/process_mean`` against ``reward/outcome``: the
+cannot be farmed (it pays once per episode). ``judge`` (an LLM judge's 0-10 score of each turn, / 10; asked by
+the reward actor for the whole batch in one call, ``rewards.judge``, docs/judge.md) pays every turn it likes, so
+it can be farmed the same way as ``call_ok``. Watch ``reward/process_mean`` against ``reward/outcome``: the
 reward-hacking monitor (``rewards.monitor``) does, when process rewards are on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from actors.trajectory import Trajectory
 from envs.tasks import Task
+from rewards.judge import judge_step_scorer
 from rewards.tool_shaping import tool_results
 from rewards.verifiers import verifier_for
 
@@ -85,16 +89,18 @@ def tool_progress(trajectory: Trajectory, task: Task, *, value: float = PROGRESS
 PROCESS_SCORERS: dict[str, ProcessScorer] = {
     "tool_call_validity": tool_call_validity,
     "tool_progress": tool_progress,
+    "judge": judge_step_scorer,  # an LLM judge's score of each turn in [0, 1], asked per batch (reward.judge)
 }
 
 
-def process_rewards(trajectory: Trajectory, task: Task, weights: dict[str, float],
-                    params: Callable[[str], dict]) -> tuple[list[float], dict[str, float]]:
+def process_rewards(trajectory: Trajectory, task: Task, weights: dict[str, float], params: Callable[[str], dict],
+                    given: Mapping[str, Sequence[float]] | None = None) -> tuple[list[float], dict[str, float]]:
     """The weighted per-turn sum of the process scorers in ``weights`` and a breakdown for the logs:
     ``"process_mean"`` (mean over turns of the weighted sum, 0 without turns), ``"process_<name>"`` (mean over
     turns of each scorer's unweighted values) and ``"process_<name>_error": 1.0`` for a scorer that raised or
     returned the wrong number of values (it then counts as 0 on every turn, as ``rewards.combine`` does for
-    episode scorers: one odd trajectory costs a component, not the training step).
+    episode scorers: one odd trajectory costs a component, not the training step). ``given``: per-turn values the
+    caller computed for whole batches (the judge's, from the reward actor), used instead of calling those scorers.
 
     >>> from rewards._examples import example_task, example_trajectory, tool_call
     >>> traj = example_trajectory(calls=[tool_call("381"), tool_call("391")], final_answer="391")
@@ -109,7 +115,8 @@ def process_rewards(trajectory: Trajectory, task: Task, weights: dict[str, float
     errors: dict[str, float] = {}
     for name, weight in weights.items():
         try:
-            values = [float(v) for v in PROCESS_SCORERS[name](trajectory, task, **params(name))]
+            scored = given[name] if given and name in given else PROCESS_SCORERS[name](trajectory, task, **params(name))
+            values = [float(v) for v in scored]
             if len(values) != n:
                 raise ValueError(f"{name} returned {len(values)} values for {n} turns")
         except Exception:  # contained by design (docstring): a scorer bug costs a component, not the step

@@ -12,13 +12,14 @@ truncated or error status, no tool calls) without raising.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from actors.trajectory import Trajectory
 from envs.tasks import Task
 from rewards.config import RewardConfig
 from rewards.format_grade import format_validity
 from rewards.grounding import grounded
+from rewards.judge import judge_scorer
 from rewards.length_penalty import efficiency
 from rewards.retry import retry_quality
 from rewards.reward_model_scorer import reward_model
@@ -40,13 +41,16 @@ SCORERS: dict[str, Scorer] = {
     "escalation": escalation,  # support_desk: escalate after repeated errors (reward.weights.escalation=0.5)
     "retry": retry_quality,  # weather: retries transient failures, not permanent ones (reward.weights.retry=0.15)
     "reward_model": reward_model,  # a Bradley–Terry model (reward.reward_model_path; jobs/train_reward_model.py)
+    "judge": judge_scorer,  # an LLM judge's rubric score in [0, 1], asked per batch by the reward actor (reward.judge)
 }
 
 
-def combine(trajectory: Trajectory, task: Task, cfg: RewardConfig) -> tuple[float, dict[str, float]]:
+def combine(trajectory: Trajectory, task: Task, cfg: RewardConfig,
+            given: Mapping[str, float] | None = None) -> tuple[float, dict[str, float]]:
     """The weighted total and the breakdown: each scorer's *unweighted* value, ``"total"``, and an
     ``"<name>_error": 1.0`` entry for each scorer that raised (its value counts as 0). Scorers with weight 0 still
-    run, so their values are logged.
+    run, so their values are logged. ``given``: values the caller computed for whole batches (the judge's, from
+    the reward actor), used instead of calling those scorers.
 
     >>> from rewards._examples import example_task, example_trajectory, tool_call
     >>> traj = example_trajectory(calls=[tool_call("391")], final_answer="17 * 23 = 391.")
@@ -59,7 +63,8 @@ def combine(trajectory: Trajectory, task: Task, cfg: RewardConfig) -> tuple[floa
     total = 0.0
     for name, weight in cfg.weights.items():
         try:
-            value = float(SCORERS[name](trajectory, task, **cfg.params(name)))
+            value = float(given[name]) if given and name in given else \
+                float(SCORERS[name](trajectory, task, **cfg.params(name)))
         except Exception:  # contained by design (module doc): a scorer bug costs a component, not the step
             value, errors[f"{name}_error"] = 0.0, 1.0
         breakdown[name] = value
