@@ -39,17 +39,43 @@ def start_rollout_worker(model_path: str, cfg: RolloutConfig, index: int):
     return worker
 
 
-def start_reward_actor(cfg):
-    """The reward actor: light, so a fraction of a CPU."""
+def start_reward_actor(cfg, judge=None):
+    """The reward actor: light, so a fraction of a CPU. ``judge``: the Ray actor that answers its LLM judge
+    (``judge_for``); None = no judge."""
     import ray
 
     from rewards.reward_actor import RewardActor
 
-    return ray.remote(RewardActor).options(num_cpus=REWARD_CPUS).remote(cfg)
+    return ray.remote(RewardActor).options(num_cpus=REWARD_CPUS).remote(cfg, judge=judge)
+
+
+def judge_for(reward_cfg, rollout_cfg: RolloutConfig, workers: list):
+    """The judge under ``reward.judge``: None (none), the first rollout worker (rollout: its engine's base model,
+    requests without LoRA), or a judge actor started now on ``reward.judge_model`` (actor)."""
+    if reward_cfg.judge == "rollout":
+        return workers[0]
+    if reward_cfg.judge == "actor":
+        return start_judge_actor(reward_cfg.judge_model, rollout_cfg)
+    return None
+
+
+def start_judge_actor(model: str, cfg: RolloutConfig):
+    """A judge on its own vLLM engine with ``model`` (resolved like model.name), sized like a rollout worker;
+    up when this returns."""
+    import ray
+
+    from actors.judge_actor import JudgeActor
+    from cluster.model import resolve_model
+
+    actor = ray.remote(JudgeActor).options(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker,
+                                           max_concurrency=1).remote(str(resolve_model(model)), cfg)
+    ray.get(actor.ping.remote())
+    return actor
 
 
 def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_step: int, seed: int,
-                       engine_dtype: str, out_dir: str, respawn: tuple[str, RolloutConfig] | None = None):
+                       engine_dtype: str, out_dir: str, respawn: tuple[str, RolloutConfig] | None = None,
+                       reward_cfg=None, judge=None, max_staleness: int = 0, last_step: int | None = None):
     """The pool runs requests from several learner ranks at once (they block on the same step's batch)."""
     import ray
 
@@ -57,4 +83,5 @@ def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_st
 
     return ray.remote(RolloutPool).options(num_cpus=POOL_CPUS, max_concurrency=8).remote(
         workers, reward_actor, tasks, tasks_per_step=tasks_per_step, seed=seed, engine_dtype=engine_dtype,
-        out_dir=out_dir, respawn=respawn)
+        out_dir=out_dir, respawn=respawn, reward_cfg=reward_cfg, judge=judge, max_staleness=max_staleness,
+        last_step=last_step)

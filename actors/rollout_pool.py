@@ -27,6 +27,7 @@ from pathlib import Path
 from actors.adapters import checksum
 from actors.config import ENGINE_DTYPES, RolloutConfig
 from actors.evaluation import evaluate_batch
+from actors.scoring import score_with_retries
 from actors.trajectory import Trajectory, write_parquet
 from actors.worker_recovery import WorkerLostError, reap_on_node
 from envs.tasks import Task
@@ -60,14 +61,19 @@ class TaskCursor:
 class RolloutPool:
     def __init__(self, workers: Sequence, reward_actor, tasks: Sequence[Task], *, tasks_per_step: int,
                  seed: int, engine_dtype: str = "float32", out_dir: str | None = None,
-                 respawn: tuple[str, RolloutConfig] | None = None):
+                 respawn: tuple[str, RolloutConfig] | None = None, reward_cfg=None, judge=None,
+                 max_staleness: int = 0, last_step: int | None = None):
         """``respawn``: (model path, rollout config) to start replacement workers with; None = a dead worker ends
-        the run with WorkerLostError."""
+        the run with WorkerLostError. ``reward_cfg``: the reward actor's RewardConfig, to replace it when it dies or
+        hangs (actors/scoring.py); None = defaults and no replacement. ``max_staleness`` > 0: async mode
+        (actors/async_producer.py), batches played ahead up to step ``last_step``."""
         import ray
+
+        from actors.async_producer import AsyncProducer
 
         self.tolerance = ENGINE_DTYPES[engine_dtype]
         self.workers, self.reward_actor = list(workers), reward_actor
-        self.respawn = respawn
+        self.respawn, self.reward_cfg, self.judge = respawn, reward_cfg, judge  # judge: for a replaced reward actor
         self.trees = ray.get([w.process_tree.remote() for w in self.workers])  # what to reap if one dies
         self.faults = {"worker_deaths": 0, "workers_replaced": 0, "episodes_rerun": 0, "engine_processes_reaped": 0}
         self._files: dict[str, bytes] | None = None  # the adapter the workers serve now, for replacements
@@ -77,26 +83,38 @@ class RolloutPool:
         self.cursor = TaskCursor(len(self.tasks), seed)
         self.out_dir = Path(out_dir) if out_dir else None
         self.version = 0
+        self.consumed_position = 0  # cursor position after the last batch handed out
         self._batches: dict[int, tuple[list[Trajectory], dict]] = {}
         self._lock = threading.Lock()
+        self.producer = AsyncProducer(self, max_staleness, last_step) if max_staleness > 0 else None
 
     def get_batch(self, step: int) -> tuple[list[Trajectory], dict]:
-        """Scored trajectories of ``step`` and timings; computed once per step whoever asks first."""
-        import ray
-
+        """Scored trajectories of ``step`` and timings; computed once per step whoever asks first. A failing reward
+        actor costs the episodes it cannot score and their groups, not the step (actors/scoring.py). In async mode
+        the producer played the batch ahead, within the staleness bound (actors/async_producer.py)."""
         with self._lock:
             if step not in self._batches:
                 self._batches = {k: v for k, v in self._batches.items() if k >= step - 1}
-                started = time.perf_counter()
-                trajectories = self._play([self.tasks[i] for i in self.cursor.take(self.tasks_per_step)])
-                rollout_s = time.perf_counter() - started
-                scored = ray.get(self.reward_actor.score_batch.remote(trajectories, self.by_id))
-                timings = {"rollout_s": rollout_s, "reward_s": time.perf_counter() - started - rollout_s,
-                           **self.faults}
+                if self.producer is not None:
+                    scored, timings = self.producer.take(step)
+                else:
+                    scored, timings = self._play_and_score([self.tasks[i] for i in
+                                                            self.cursor.take(self.tasks_per_step)])
+                    self.consumed_position = self.cursor.position
                 if self.out_dir:
                     write_parquet(scored, self.out_dir / f"step_{step:05d}.parquet")
-                self._batches[step] = (scored, timings)
+                self._batches[step] = (scored, timings | self.faults)
             return self._batches[step]
+
+    def _play_and_score(self, tasks: Sequence[Task], version: int | None = None) -> tuple[list[Trajectory], dict]:
+        """Play one batch of tasks (with ``version``, default the one served now) and score it."""
+        started = time.perf_counter()
+        trajectories = self._play(tasks, **({} if version is None else {"version": version}))
+        rollout_s = time.perf_counter() - started
+        scored, self.reward_actor, _ = score_with_retries(self.reward_actor, trajectories, self.by_id,
+                                                          cfg=self.reward_cfg, faults=self.faults,
+                                                          start=self._start_reward_actor)
+        return scored, {"rollout_s": rollout_s, "reward_s": time.perf_counter() - started - rollout_s}
 
     def sync(self, files: Mapping[str, bytes], probe_ids: Sequence[int], positions: Sequence[int],
              learner_after: Sequence[float], learner_before: Sequence[float] | None = None, *,
@@ -158,6 +176,12 @@ class RolloutPool:
                     self.faults["episodes_rerun"] += len(shards[i]) * per_task
         return [t for i in sorted(done) for t in done[i]]
 
+    def _start_reward_actor(self, cfg):
+        """A replacement reward actor, with the run's LLM judge if it has one."""
+        from actors.remote import start_reward_actor
+
+        return start_reward_actor(cfg, judge=self.judge)
+
     def _replace(self, index: int, err: Exception) -> None:
         """Reap dead worker ``index``'s engine, start its replacement, make it serve the current version."""
         import ray
@@ -189,11 +213,19 @@ class RolloutPool:
         return dict(self.faults)
 
     def cursor_state(self) -> dict:
-        return {"position": self.cursor.position, "seed": self.cursor.seed, "version": self.version}
+        """The task cursor after the last batch handed to the learner (in async mode the producer is ahead)."""
+        return {"position": self.consumed_position, "seed": self.cursor.seed, "version": self.version}
 
     def load_cursor_state(self, state: Mapping) -> None:
-        self.cursor.position, self.cursor.seed = int(state["position"]), int(state["seed"])
-        self._batches.clear()
+        def load():
+            self.cursor.position, self.cursor.seed = int(state["position"]), int(state["seed"])
+            self.consumed_position = self.cursor.position
+            self._batches.clear()
+
+        if self.producer is not None:
+            self.producer.restart(load)  # batches played ahead belong to the old position: thrown away
+        else:
+            load()
 
     def serving(self) -> list[dict]:
         import ray

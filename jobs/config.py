@@ -38,12 +38,24 @@ class TrainSection:
                                           "trained once and cached; `sft:<recipe.yaml>`; an adapter directory; or "
                                           "null for the bare base model (jobs/warm_start.py)")
     max_failures: int = doc(2, "learner-group restarts from the latest checkpoint before the run fails")
+    mode: str = doc("sync", "sync: play, score, update, sync, in turn. async: the rollout pool plays the next batches "
+                            "with the newest adapter while the learner trains (docs/performance.md)")
+    max_staleness: int = doc(0, "async: the most adapter versions a trajectory may lag the learner when it trains on "
+                                "it (older batches are played again, counted); 1 = one-step off-policy. 0 in sync")
 
     def validate(self) -> list[str]:
         problems = []
         for name in ("steps", "tasks_per_step", "checkpoint_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
+        if self.mode not in ("sync", "async"):
+            problems.append(f"mode: {self.mode!r} unknown. Fix: use sync or async")
+        elif self.mode == "sync" and self.max_staleness != 0:
+            problems.append(f"max_staleness: {self.max_staleness} but mode is sync, where every batch is played with "
+                            "the newest adapter. Fix: set train.mode=async, or max_staleness=0")
+        elif self.mode == "async" and self.max_staleness < 1:
+            problems.append(f"max_staleness: async mode needs >= 1, got {self.max_staleness}. Fix: set "
+                            "train.max_staleness=1 (or use train.mode=sync)")
         return problems + check_init_adapter(self.init_adapter)
 
 
@@ -81,6 +93,13 @@ class RunConfig:
         if self.learner.lora.rank > self.rollout.max_lora_rank:
             problems.append(f"learner.lora.rank: {self.learner.lora.rank} exceeds rollout.max_lora_rank "
                             f"{self.rollout.max_lora_rank}. Fix: raise rollout.max_lora_rank to an allowed value")
+        serving = self.rollout.adapter_serving  # auto merges on CPU engines, in sync mode
+        if self.reward.judge == "rollout" and (serving == "merged" or (
+                serving == "auto" and not self.rollout.num_gpus_per_worker and self.train.mode != "async")):
+            problems.append(f"reward.judge: rollout asks the rollout engine's base model, but rollout.adapter_serving="
+                            f"{serving} merges the adapter into the engine's weights (auto: on CPU), so the base model "
+                            "is not there. Fix: set rollout.adapter_serving=lora, or reward.judge=actor with "
+                            "reward.judge_model")
         return problems
 
     def training_problems(self) -> list[str]:
@@ -95,11 +114,32 @@ class RunConfig:
             problems.append(f"reward.process_weights: {weighted} are weighted, but {algo} with "
                             "learner.process_reward_mode=none never reads turn rewards, so they would change nothing. "
                             "Fix: set learner.process_reward_mode=add, or weight them 0 to log them only")
+        problems += _async_problems(self)
         if self.learner.process_reward_mode == "add" and not weighted:
             problems.append("learner.process_reward_mode: 'add' but no reward.process_weights is > 0, so every turn "
                             "reward is 0 and the process advantage is 0. Fix: e.g. "
                             "reward.process_weights.tool_call_validity=1.0, or process_reward_mode=none")
         return problems
+
+
+def _async_problems(cfg: RunConfig) -> list[str]:
+    """Async mode's cross-section rules: several adapter versions resident, importance weights on."""
+    s, r = cfg.train.max_staleness, cfg.rollout
+    if cfg.train.mode != "async" or s < 1:
+        return []
+    problems = []
+    if r.adapter_serving == "merged":
+        problems.append("rollout.adapter_serving: 'merged' holds one adapter version in the weights, so it is "
+                        "sync-only; async mode serves several versions at once. Fix: set rollout.adapter_serving=lora "
+                        "(auto means lora in async mode), or train.mode=sync")
+    for name in ("max_loras", "keep_versions"):
+        if getattr(r, name) < s + 1:
+            problems.append(f"rollout.{name}: {getattr(r, name)} < max_staleness + 1 = {s + 1}: an episode's version "
+                            f"could be unloaded while it plays. Fix: set rollout.{name}={s + 1}")
+    if cfg.learner.tis_cap is None:
+        problems.append("learner.tis_cap: async batches are sampled by older adapter versions; without truncated "
+                        "importance weights the update ignores that. Fix: set learner.tis_cap=2.0")
+    return problems
 
 
 def make_run_dir(cfg: RunConfig) -> Path:

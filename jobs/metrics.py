@@ -34,9 +34,10 @@ def step_line(m: dict, total: int) -> str:
     """The per-step progress line: what a user watches to see the run learn."""
     done = int(20 * m["step"] / total)
     phases = " ".join(f"{p[:-2]} {m.get(p, 0.0):.0f}s" for p in PHASES)
+    played = m.get("rollout_play_s", m["rollout_s"])  # async: the batch played while the learner worked
     return (f"[{'#' * done}{'.' * (20 - done)}] step {m['step']}/{total} reward {m['reward']:.3f} "
             f"success {m['success']:.0%} kl {m['kl']:.4f} entropy {m['entropy']:.3f} clip {m['clip_frac']:.3f} "
-            f"tok/s {m['sampled_tokens'] / max(m['rollout_s'], 1e-9):.0f} | {phases} | v{m['version']}")
+            f"tok/s {m['sampled_tokens'] / max(played, 1e-9):.0f} | {phases} | v{m['version']}")
 
 
 def time_breakdown(history: Sequence[dict]) -> str:

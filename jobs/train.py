@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from actors.evaluation import paired
-from actors.remote import start_reward_actor, start_rollout_pool, start_rollout_workers
+from actors.remote import judge_for, start_reward_actor, start_rollout_pool, start_rollout_workers
 from cluster.connect import connect
 from cluster.plan import ensure_fits, plan_for
 from envs.task_source import load_tasks
@@ -51,10 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     connect(cfg.ray)
     ensure_fits(plan_for(cfg.rollout, cfg.learner, reward=True), cfg.ray)  # fails in seconds naming what is missing
     model_path = warm_started_model(cfg.train.init_adapter, cfg.model.name)  # SFT once, merged into the base
-    workers = start_rollout_workers(model_path, cfg.rollout)
-    pool = start_rollout_pool(workers, start_reward_actor(cfg.reward), tasks, tasks_per_step=cfg.train.tasks_per_step,
-                              seed=cfg.tasks.seed, engine_dtype=cfg.rollout.dtype,
-                              out_dir=str(run_dir / "trajectories"), respawn=(model_path, cfg.rollout))
+    rollout = serving_for_mode(cfg)
+    workers = start_rollout_workers(model_path, rollout)
+    judge = judge_for(cfg.reward, rollout, workers)  # reward.judge: none, the rollout engine's base, or its own actor
+    pool = start_rollout_pool(workers, start_reward_actor(cfg.reward, judge=judge), tasks,
+                              tasks_per_step=cfg.train.tasks_per_step,
+                              seed=cfg.tasks.seed, engine_dtype=rollout.dtype,
+                              out_dir=str(run_dir / "trajectories"), respawn=(model_path, rollout),
+                              reward_cfg=cfg.reward, judge=judge, max_staleness=cfg.train.max_staleness,
+                              last_step=cfg.train.steps - 1)
 
     # The learner group ------------------------------------------------------------------------------------
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
@@ -77,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     _report(history, run_dir, time.perf_counter() - started)
     return 0
+
+
+def serving_for_mode(cfg: RunConfig):
+    """The rollout config the workers run: async mode serves several adapter versions at once, so ``auto``
+    adapter serving means LoRA there (merged serving is rejected by the config check)."""
+    if cfg.train.mode == "async" and cfg.rollout.adapter_serving == "auto":
+        return replace(cfg.rollout, adapter_serving="lora")
+    return cfg.rollout
 
 
 def train_loop(config: dict) -> None:

@@ -25,6 +25,9 @@ class LearnerConfig:
     clip_eps: float = doc(0.2, "PPO ratio clip (low edge, and high edge unless clip_eps_high is set)")
     clip_eps_high: float | None = doc(None, "decoupled high clip (DAPO's clip-higher); None = clip_eps")
     dual_clip_c: float | None = doc(None, "dual clip bound c > 1 for negative advantages; None = off")
+    tis_cap: float | None = doc(None, "truncated importance sampling: each token's loss times min(pi_old / mu, cap), "
+                                      "mu = vLLM's behavior logprobs (an older adapter version in async mode); "
+                                      "None = off. Async training needs it (e.g. 2.0); logged as tis_weight_mean")
     kl_coef: float = doc(0.02, "weight of KL(policy || reference); the reference is the adapter switched off")
     kl_estimator: Literal["k1", "k2", "k3"] = doc("k3", "k3 in the loss is unbiased and >= 0 (Schulman)")
     kl_mode: Literal["loss", "reward"] = doc("loss", "KL as a loss term (kl_estimator, usually k3), or as a k1 "
@@ -63,6 +66,8 @@ class LearnerConfig:
                 problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
         if self.dual_clip_c is not None and self.dual_clip_c <= 1:
             problems.append(f"dual_clip_c: must be > 1, got {self.dual_clip_c}. Fix: use 3.0 or null")
+        if self.tis_cap is not None and not self.tis_cap >= 1:
+            problems.append(f"tis_cap: must be >= 1, got {self.tis_cap}. Fix: use 2.0 (or null for off)")
         if self.kl_coef < 0 or self.entropy_coef < 0:
             problems.append("kl_coef/entropy_coef: must be >= 0. Fix: use 0 to turn a term off")
         if self.kl_mode == "reward" and self.algo != "ppo":

@@ -39,7 +39,15 @@ from learners.advantages import (
 )
 from learners.collate import Batch, collate, split
 from learners.config import LearnerConfig
-from learners.losses import aggregate, keep_masked, kl_penalty, masked_sum, ppo_policy_loss, value_loss
+from learners.losses import (
+    aggregate,
+    importance_weights,
+    keep_masked,
+    kl_penalty,
+    masked_sum,
+    ppo_policy_loss,
+    value_loss,
+)
 from learners.policy import add_lora, load_base, policy_outputs, save_adapter, token_logprobs
 from learners.value_head import FILENAME as VALUE_HEAD_FILE
 from learners.value_head import ValueHead, load_value_head_bytes, value_head_bytes
@@ -107,7 +115,7 @@ class Learner:
                 advantages = [a + cfg.process_reward_coef * p for a, p in zip(advantages, process, strict=True)]
             returns = [None] * len(micro)
 
-        stats = torch.zeros(8, dtype=torch.float64)  # sums over this rank's tokens, all-reduced below
+        stats = torch.zeros(10, dtype=torch.float64)  # sums over this rank's tokens, all-reduced below
         for _ in range(cfg.ppo_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for mb, adv, ret, fr in zip(micro, advantages, returns, frozen):
@@ -126,6 +134,9 @@ class Learner:
         }
         if cfg.algo == "ppo":
             metrics["value_mse"] = stats[7].item() / tokens
+        if cfg.tis_cap is not None:  # off-policy correction: pi_old / mu, truncated (learners.losses)
+            metrics["tis_weight_mean"] = stats[8].item() / tokens
+            metrics["tis_truncated_frac"] = stats[9].item() / tokens
         return metrics
 
     def _process_advantages(self, trajectories: Sequence[Trajectory], mine: Sequence[int], micro: list[Batch]
@@ -196,8 +207,11 @@ class Learner:
                              return_entropy=True, value_head=self.value_head)
         logprobs, entropy = out.logprobs, out.entropy
         old_lp = logprobs.detach() if fr.old is None else fr.old
+        tis = (importance_weights(old_lp, mb.behavior_logprobs, mask, cap=cfg.tis_cap)
+               if cfg.tis_cap is not None else None)
         policy = ppo_policy_loss(logprobs, old_lp, adv, mask, clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
-                                 dual_clip_c=cfg.dual_clip_c, agg=cfg.loss_agg, num_tokens=num_tokens, num_seqs=None)
+                                 dual_clip_c=cfg.dual_clip_c, agg=cfg.loss_agg, num_tokens=num_tokens, num_seqs=None,
+                                 is_weights=tis.weights if tis is not None else None)
         kl = kl_penalty(logprobs, fr.ref, kind=cfg.kl_estimator, mask=mask)
         loss = policy.loss - cfg.entropy_coef * aggregate(entropy, mask, cfg.loss_agg, num_tokens=num_tokens)
         if cfg.kl_mode == "loss":
@@ -215,6 +229,8 @@ class Learner:
             n.double(), loss.detach().double(), masked_sum(kl.detach(), mask).double(),
             masked_sum(entropy.detach(), mask).double(), (policy.clip_frac * n).double(),
             mismatch.sum().double(), mismatch.max().double(), value_err,
+            (masked_sum(tis.weights, mask) if tis is not None else torch.zeros(())).double(),
+            (tis.truncated_frac * n if tis is not None else torch.zeros(())).double(),
         ])
 
     def _step_optimizer(self) -> tuple[float, bool]:

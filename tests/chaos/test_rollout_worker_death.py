@@ -19,7 +19,8 @@ from actors.adapters import checksum
 from actors.worker_recovery import WorkerLostError
 from envs.calculator import generate_tasks
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+# slow: a second engine start and a replacement (~3 min); CI runs it in its second stage (.ci/run)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 TASKS_PER_STEP, SAMPLES = 8, 2
 

@@ -54,3 +54,18 @@ def test_training_problems_catch_process_rewards_that_would_change_nothing():
     assert from_dict(RunConfig, ppo).training_problems() == []  # PPO reads Turn.reward in GAE
     both = {"learner": {"process_reward_mode": "add"}, "reward": {"process_weights": {"tool_progress": 1.0}}}
     assert from_dict(RunConfig, both).training_problems() == []
+
+
+def test_async_mode_rules_name_every_problem_and_fix():
+    with pytest.raises(ConfigError, match="max_staleness: 2 but mode is sync"):
+        load_config(RunConfig, None, ["train.max_staleness=2"])
+    with pytest.raises(ConfigError, match="async mode needs >= 1"):
+        load_config(RunConfig, None, ["train.mode=async"])
+    cfg = load_config(RunConfig, None, ["train.mode=async", "train.max_staleness=2", "rollout.adapter_serving=merged"])
+    problems = cfg.training_problems()
+    assert len(problems) == 4 and all("Fix:" in p for p in problems), problems
+    text = "\n".join(problems)
+    assert "'merged' holds one adapter version" in text and "rollout.max_loras=3" in text
+    assert "rollout.keep_versions=3" in text and "learner.tis_cap=2.0" in text
+    ok = load_config(RunConfig, "configs/train_async.yaml")
+    assert ok.train.mode == "async" and ok.training_problems() == []
