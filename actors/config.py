@@ -42,6 +42,9 @@ class RolloutConfig:
     tool_timeout_s: float = doc(5.0, "seconds a tool call may take before it returns a timeout error")
     samples_per_task: int = doc(4, "episodes per task: the GRPO/RLOO group size")
     seed: int = doc(0, "base seed; each episode's requests get a seed derived from it, the task and sample index")
+    max_workers: int = doc(0, "elastic pool: between steps, add a rollout worker whenever the cluster has room for one "
+                               "(e.g. a node the autoscaler added), up to this many; 0 = fixed at num_workers. "
+                               "<run dir>/rollout_workers (a number) resizes the pool by hand")
     max_worker_restarts: int = doc(3, "rollout workers the pool may replace over a run after one dies (its lost "
                                       "episodes are played again); 0 = a dead worker ends the run")
 
@@ -70,6 +73,9 @@ class RolloutConfig:
             problems.append(f"kv_cache_gib: must be > 0, got {self.kv_cache_gib}. Fix: use e.g. 2.0")
         if self.num_cpus_per_worker < 0 or self.num_gpus_per_worker < 0:
             problems.append("num_cpus_per_worker/num_gpus_per_worker: must be >= 0. Fix: use 1.0 / 0.0 on CPU")
+        if self.max_workers and self.max_workers < self.num_workers:
+            problems.append(f"max_workers: {self.max_workers} < num_workers {self.num_workers}. Fix: set max_workers "
+                            ">= num_workers, or 0 for a fixed pool")
         if self.max_worker_restarts < 0:
             problems.append(f"max_worker_restarts: must be >= 0, got {self.max_worker_restarts}. Fix: use e.g. 3")
         if self.tool_timeout_s <= 0:

@@ -186,8 +186,6 @@ class RolloutPool:
         """Reap dead worker ``index``'s engine, start its replacement, make it serve the current version."""
         import ray
 
-        from actors.remote import start_rollout_worker
-
         self.faults["worker_deaths"] += 1
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if self.respawn is None or self.faults["workers_replaced"] >= self.respawn[1].max_worker_restarts:
@@ -198,16 +196,49 @@ class RolloutPool:
                                   "(OOM: lower rollout.kv_cache_gib or max_num_seqs); resume with --resume") from err
         ray.kill(self.workers[index], no_restart=True)
         self.faults["engine_processes_reaped"] += len(reap_on_node(self.trees[index]))
+        self.workers[index], self.trees[index] = self._serving_worker(index)
+        self.faults["workers_replaced"] += 1
+        print(f"rollout worker {index} died ({first_line}); replaced, serving version {self.version}", flush=True)
+
+    def _serving_worker(self, index: int) -> tuple:
+        """A new rollout worker that serves the current adapter version (checksum checked) before it takes work,
+        and its process tree."""
+        import ray
+
+        from actors.remote import start_rollout_worker
+
         model_path, cfg = self.respawn
         worker = start_rollout_worker(model_path, cfg, index)
         if self.version:
             info = ray.get(worker.load_adapter.remote(self.version, self._files))
             if info["checksum"] != checksum(self._files):
-                raise WorkerLostError(f"replacement rollout worker {index} serves checksum {info['checksum']}, not "
+                raise WorkerLostError(f"new rollout worker {index} serves checksum {info['checksum']}, not "
                                       f"version {self.version}'s {checksum(self._files)}")
-        self.workers[index], self.trees[index] = worker, ray.get(worker.process_tree.remote())
-        self.faults["workers_replaced"] += 1
-        print(f"rollout worker {index} died ({first_line}); replaced, serving version {self.version}", flush=True)
+        return worker, ray.get(worker.process_tree.remote())
+
+    def resize(self, num_workers: int) -> list[dict]:
+        """Elastic pool, between steps: start workers (each serving the current version before it takes work) or
+        stop the last ones (their engines reaped); returns what every worker serves."""
+        import ray
+
+        if num_workers < 1:
+            raise ValueError(f"a rollout pool needs >= 1 worker, got {num_workers}")
+        if self.respawn is None:
+            raise ValueError("this pool was started without respawn=(model path, rollout config): it cannot start "
+                             "workers. Fix: start it with start_rollout_pool(..., respawn=...) as jobs.train does")
+        if self.producer is not None:
+            raise ValueError("resizing in async mode is not supported yet: the producer plays on the workers "
+                             "between steps. Fix: use train.mode=sync for an elastic pool")
+        with self._lock:  # not during a step's rollout
+            while len(self.workers) < num_workers:
+                worker, tree = self._serving_worker(len(self.workers))
+                self.workers.append(worker)
+                self.trees.append(tree)
+            while len(self.workers) > num_workers:
+                worker, tree = self.workers.pop(), self.trees.pop()
+                ray.kill(worker, no_restart=True)
+                self.faults["engine_processes_reaped"] += len(reap_on_node(tree))
+            return self.serving()
 
     def fault_counts(self) -> dict:
         return dict(self.faults)

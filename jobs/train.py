@@ -140,7 +140,25 @@ def train_loop(config: dict) -> None:
                 _evaluate(pool, config["eval_tasks"], step + 1, run_dir)
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
                 checkpoint = save_checkpoint(run_dir, step + 1, learner, ray.get(pool.cursor_state.remote()))
+            if step + 1 < cfg.train.steps:
+                _resize_pool(pool, run_dir, cfg)
         _report_to_ray_train(metrics, checkpoint)
+
+
+def _resize_pool(pool, run_dir: Path, cfg: RunConfig) -> None:
+    """Elastic rollout pool between steps (jobs/elastic.py): by hand, or onto room the autoscaler added."""
+    import ray
+
+    from jobs.elastic import CONTROL_FILE, desired_workers
+
+    if cfg.train.mode != "sync" or not (cfg.rollout.max_workers or (run_dir / CONTROL_FILE).exists()):
+        return
+    current = len(ray.get(pool.serving.remote()))
+    wanted = desired_workers(run_dir, current, cfg.rollout, ray.available_resources())
+    if wanted != current:
+        served = ray.get(pool.resize.remote(wanted))
+        print(f"rollout pool: {current} -> {len(served)} workers, serving versions "
+              f"{sorted({s['version'] for s in served})}", flush=True)
 
 
 def _evaluate(pool, tasks: list, step: int, run_dir: Path) -> None:
