@@ -20,19 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 TASKS_PER_STEP, SAMPLES = 4, 2
 
 
-def _running(tree: dict) -> list[int]:
-    alive = []
-    for pid, started in [[tree["pid"], None], *tree["children"]]:
-        try:
-            proc = psutil.Process(pid)
-            if (started is None or abs(proc.create_time() - started) < 0.01) and \
-                    proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
-
-
 def test_workers_added_and_removed_between_steps(ray_cluster, model_path, rollout_cfg, tmp_path):
     from actors.remote import start_reward_actor, start_rollout_pool, start_rollout_workers
     from learners.config import LearnerConfig
