@@ -73,8 +73,7 @@ class AsyncProducer:
         with self.cond:
             load()
             self.restart_pending = True
-            self.schedule.pending.clear()
-            self.schedule.epoch += 1
+            self.schedule.reset(self.schedule.next_step)  # take() sets the step production restarts at
 
     # -- the producer thread ------------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:

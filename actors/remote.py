@@ -9,10 +9,6 @@ REWARD_CPUS = 0.1  # scoring is cheap Python; a whole CPU would not fit next to 
 POOL_CPUS = 0.1  # the pool only waits on workers
 
 
-def rollout_worker_resources(cfg: RolloutConfig) -> dict[str, float]:
-    return {"CPU": cfg.num_cpus_per_worker * cfg.num_workers, "GPU": cfg.num_gpus_per_worker * cfg.num_workers}
-
-
 def _worker_actor(cfg: RolloutConfig):
     import ray
 

@@ -161,8 +161,8 @@ class RolloutPool:
         that dies is replaced and its shard played again (episode seeds depend on task and sample index only)."""
         import ray
 
-        n = len(self.workers)
-        shards = {i: list(tasks)[i::n] for i in range(n) if list(tasks)[i::n]}
+        tasks, n = list(tasks), len(self.workers)
+        shards = {i: tasks[i::n] for i in range(n) if tasks[i::n]}
         done: dict[int, list[Trajectory]] = {}
         while shards:
             refs = {i: self.workers[i].run_episodes.remote(shard, **episode_args) for i, shard in shards.items()}
@@ -239,9 +239,6 @@ class RolloutPool:
                 ray.kill(worker, no_restart=True)
                 self.faults["engine_processes_reaped"] += len(reap_on_node(tree))
             return self.serving()
-
-    def fault_counts(self) -> dict:
-        return dict(self.faults)
 
     def cursor_state(self) -> dict:
         """The task cursor after the last batch handed to the learner (in async mode the producer is ahead)."""

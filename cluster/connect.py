@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 
 from cluster.config import RayConfig
-from cluster.plan import PlanDoesNotFitError, check_plan, ensure_fits
+from cluster.plan import PlanDoesNotFitError, ensure_fits
 
-__all__ = ["PlanDoesNotFitError", "check_plan", "connect", "ensure_fits"]  # the plan's check lives in cluster.plan
+__all__ = ["PlanDoesNotFitError", "connect", "ensure_fits"]  # the plan's check lives in cluster.plan
 
 
 def connect(cfg: RayConfig) -> dict:

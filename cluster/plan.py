@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from cluster.config import RayConfig
 
-__all__ = ["Bundle", "NodeType", "PlanDoesNotFitError", "ResourcePlan", "check_fits", "check_plan", "ensure_fits",
+__all__ = ["Bundle", "NodeType", "PlanDoesNotFitError", "ResourcePlan", "check_fits", "ensure_fits",
            "plan_for"]
 
 _EPS = 1e-9
@@ -288,22 +288,3 @@ def _free_per_node() -> list[dict]:
         return [dict(r) for r in available_resources_per_node().values()]
     except Exception:  # noqa: BLE001 — private API; the cluster-wide sum is the fallback
         return [dict(ray.available_resources())]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The older check by totals only (kept for callers that pass group -> total resources).
-
-def check_plan(demands: Mapping[str, Mapping[str, float]], available: Mapping[str, float]) -> None:
-    """``demands``: actor group -> resources it needs in total; raises if the sum exceeds the cluster."""
-    total: Counter = Counter()
-    for need in demands.values():
-        total.update({k: v for k, v in need.items() if v})
-    missing = {k: (v, available.get(k, 0.0)) for k, v in total.items() if v > available.get(k, 0.0) + 1e-9}
-    if missing:
-        lines = [f"{k}: need {need:g}, cluster has {have:g}" for k, (need, have) in sorted(missing.items())]
-        groups = ", ".join(f"{g}={dict(d)}" for g, d in demands.items())
-        raise PlanDoesNotFitError(
-            "the run's actors cannot be placed on this cluster: " + "; ".join(lines) + f" (plan: {groups}). "
-            "Fix: lower the per-actor num_cpus/num_gpus or the number of workers, or start the cluster with more "
-            "resources (e.g. ray.num_cpus=4 runs a local cluster with more logical CPUs than cores)."
-        )

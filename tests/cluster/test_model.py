@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.connect import PlanDoesNotFitError, check_plan
 from cluster.model import ModelNotFoundError, resolve_model
 
 
@@ -21,11 +20,3 @@ def test_missing_path_and_unknown_id_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache.*smollm2-135m"):
         resolve_model("some-org/some-model-that-is-not-cached")
-
-
-def test_plan_that_cannot_fit_names_the_missing_resource():
-    check_plan({"rollout": {"CPU": 1.0, "GPU": 0.0}}, {"CPU": 2.0})
-    with pytest.raises(PlanDoesNotFitError, match=r"GPU: need 2, cluster has 0"):
-        check_plan({"rollout": {"CPU": 1.0, "GPU": 2.0}, "learner": {"CPU": 1.0}}, {"CPU": 4.0})
-    with pytest.raises(PlanDoesNotFitError, match=r"CPU: need 3, cluster has 2"):
-        check_plan({"rollout": {"CPU": 2.0}, "learner": {"CPU": 1.0}}, {"CPU": 2.0})
