@@ -26,8 +26,8 @@ def test_async_pool_trains_on_a_batch_one_version_stale(ray_cluster, rollout_wor
     pool = ray_cluster.remote(RolloutPool).options(num_cpus=0.1, max_concurrency=8).remote(
         [rollout_worker], start_reward_actor(RewardConfig()), generate_tasks(16, seed=4), tasks_per_step=2, seed=0,
         out_dir=str(tmp_path / "trajectories"), max_staleness=1, last_step=1)
+    learner = Learner(LearnerConfig(tis_cap=2.0), model_path, temperature=1.0)
     try:
-        learner = Learner(LearnerConfig(tis_cap=2.0), model_path, temperature=1.0)
         start = push_adapter(learner, pool)["version"]  # the run's first adapter version (a fresh LoRA = the base)
 
         batch0, t0 = get(pool.get_batch.remote(0))
@@ -49,5 +49,10 @@ def test_async_pool_trains_on_a_batch_one_version_stale(ray_cluster, rollout_wor
         assert served["version"] == newer and start in served["resident"]  # the older version stayed loaded
         assert get(pool.cursor_state.remote())["position"] == 4  # two steps of two tasks handed to the learner
     finally:
+        # A fresh pool numbers its versions from 1, so a later test's pool reuses 1 and 2 on this shared worker:
+        # push them out through the worker's own eviction (keep_versions) with numbers no other test uses.
+        files = learner.adapter_files()
+        for spare in (9001, 9002):
+            get(rollout_worker.load_adapter.remote(spare, files))
         get(rollout_worker.use_version.remote(0))
         ray_cluster.kill(pool)
