@@ -92,9 +92,9 @@ class AdapterStore:
         if self.in_use[version] <= 0:
             del self.in_use[version]
 
-    def evictable(self, current: int) -> list[AdapterVersion]:
+    def evictable(self, current: int, keep: int | None = None) -> list[AdapterVersion]:
         """Versions to drop: beyond the newest ``keep``, never ``current`` and never one an episode uses."""
-        newest = sorted(self.versions, reverse=True)[: self.keep]
+        newest = sorted(self.versions, reverse=True)[: self.keep if keep is None else keep]
         return [v for k, v in sorted(self.versions.items())
                 if k not in newest and k != current and k not in self.in_use]
 

@@ -59,6 +59,14 @@ class RolloutWorker:
             self.store.drop(old.version)
         return self.serving()
 
+    def drop_idle_adapters(self) -> dict:
+        """Serve the base model and unload every version no episode is using (a fresh start for a new run)."""
+        self.use_version(0)
+        for old in self.store.evictable(current=0, keep=0):
+            self.backend.remove_adapter(old.version)
+            self.store.drop(old.version)
+        return self.serving()
+
     def serving(self) -> dict:
         """What this worker serves now: the verification the job checks after every sync."""
         return {"worker_index": self.worker_index, "version": self.version, "checksum": self.checksum,

@@ -49,10 +49,7 @@ def test_async_pool_trains_on_a_batch_one_version_stale(ray_cluster, rollout_wor
         assert served["version"] == newer and start in served["resident"]  # the older version stayed loaded
         assert get(pool.cursor_state.remote())["position"] == 4  # two steps of two tasks handed to the learner
     finally:
-        # A fresh pool numbers its versions from 1, so a later test's pool reuses 1 and 2 on this shared worker:
-        # push them out through the worker's own eviction (keep_versions) with numbers no other test uses.
-        files = learner.adapter_files()
-        for spare in (9001, 9002):
-            get(rollout_worker.load_adapter.remote(spare, files))
-        get(rollout_worker.use_version.remote(0))
+        # A fresh pool numbers its versions from 1, so a later test's pool reuses 1 and 2 on this shared worker.
+        served = get(rollout_worker.drop_idle_adapters.remote())
+        assert served["version"] == 0 and served["resident"] == [], served
         ray_cluster.kill(pool)
