@@ -3,6 +3,8 @@
 It lives outside the learner group (a learner restart does not lose it) and is the producer of the
 producer/consumer pair: every learner rank asks it for step k's batch; the first ask plays and scores the
 episodes, later asks for the same step get the same batch. The task cursor is its state, saved in checkpoints.
+A learner group that Ray Train restarts from a checkpoint gets the batch the pool was playing when it died, if that
+batch was played from the checkpoint's cursor with the checkpoint's adapter (``load_cursor_state``).
 
 Every sync is verified (veRL issue 7495 is an adapter sync that silently pushed nothing): each worker must report
 the new version and the checksum of the bytes the learner sent, and its logprobs on a fixed probe sequence must
@@ -62,11 +64,12 @@ class RolloutPool:
     def __init__(self, workers: Sequence, reward_actor, tasks: Sequence[Task], *, tasks_per_step: int,
                  seed: int, engine_dtype: str = "float32", out_dir: str | None = None,
                  respawn: tuple[str, RolloutConfig] | None = None, reward_cfg=None, judge=None,
-                 max_staleness: int = 0, last_step: int | None = None):
+                 max_staleness: int = 0, last_step: int | None = None, placement=None):
         """``respawn``: (model path, rollout config) to start replacement workers with; None = a dead worker ends
         the run with WorkerLostError. ``reward_cfg``: the reward actor's RewardConfig, to replace it when it dies or
         hangs (actors/scoring.py); None = defaults and no replacement. ``max_staleness`` > 0: async mode
-        (actors/async_producer.py), batches played ahead up to step ``last_step``."""
+        (actors/async_producer.py), batches played ahead up to step ``last_step``. ``placement``: the run's held
+        placement group (cluster.plan.Placement); a replacement takes the dead actor's bundle."""
         import ray
 
         from actors.async_producer import AsyncProducer
@@ -74,8 +77,10 @@ class RolloutPool:
         self.tolerance = ENGINE_DTYPES[engine_dtype]
         self.workers, self.reward_actor = list(workers), reward_actor
         self.respawn, self.reward_cfg, self.judge = respawn, reward_cfg, judge  # judge: for a replaced reward actor
+        self.placement = placement
         self.trees = ray.get([w.process_tree.remote() for w in self.workers])  # what to reap if one dies
-        self.faults = {"worker_deaths": 0, "workers_replaced": 0, "episodes_rerun": 0, "engine_processes_reaped": 0}
+        self.faults = {"worker_deaths": 0, "workers_replaced": 0, "episodes_rerun": 0, "engine_processes_reaped": 0,
+                       "batches_kept_on_restore": 0}
         self._files: dict[str, bytes] | None = None  # the adapter the workers serve now, for replacements
         self.tasks = list(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
@@ -85,6 +90,8 @@ class RolloutPool:
         self.version = 0
         self.consumed_position = 0  # cursor position after the last batch handed out
         self._batches: dict[int, tuple[list[Trajectory], dict]] = {}
+        self.batches_served = 0  # > 0 when a learner group starts: it replaces one that died (jobs/train.py)
+        self._played: dict[int, tuple[int, str, int]] = {}  # sync mode: step -> (cursor from, adapter, cursor to)
         self._lock = threading.Lock()
         self.producer = AsyncProducer(self, max_staleness, last_step) if max_staleness > 0 else None
 
@@ -93,18 +100,26 @@ class RolloutPool:
         actor costs the episodes it cannot score and their groups, not the step (actors/scoring.py). In async mode
         the producer played the batch ahead, within the staleness bound (actors/async_producer.py)."""
         with self._lock:
+            self.batches_served += 1
             if step not in self._batches:
                 self._batches = {k: v for k, v in self._batches.items() if k >= step - 1}
+                self._played = {k: v for k, v in self._played.items() if k in self._batches}
                 if self.producer is not None:
                     scored, timings = self.producer.take(step)
                 else:
+                    start, served = self.cursor.position, self._served_checksum()
                     scored, timings = self._play_and_score([self.tasks[i] for i in
                                                             self.cursor.take(self.tasks_per_step)])
                     self.consumed_position = self.cursor.position
+                    self._played[step] = (start, served, self.cursor.position)
                 if self.out_dir:
                     write_parquet(scored, self.out_dir / f"step_{step:05d}.parquet")
-                self._batches[step] = (scored, timings | self.faults)
-            return self._batches[step]
+                self._batches[step] = (scored, timings)
+            scored, timings = self._batches[step]
+            return scored, timings | self.faults
+
+    def _served_checksum(self) -> str:
+        return checksum(self._files) if self._files else "base"
 
     def _play_and_score(self, tasks: Sequence[Task], version: int | None = None) -> tuple[list[Trajectory], dict]:
         """Play one batch of tasks (with ``version``, default the one served now) and score it."""
@@ -180,7 +195,7 @@ class RolloutPool:
         """A replacement reward actor, with the run's LLM judge if it has one."""
         from actors.remote import start_reward_actor
 
-        return start_reward_actor(cfg, judge=self.judge)
+        return start_reward_actor(cfg, judge=self.judge, placement=self.placement)
 
     def _replace(self, index: int, err: Exception) -> None:
         """Reap dead worker ``index``'s engine, start its replacement, make it serve the current version."""
@@ -208,7 +223,7 @@ class RolloutPool:
         from actors.remote import start_rollout_worker
 
         model_path, cfg = self.respawn
-        worker = start_rollout_worker(model_path, cfg, index)
+        worker = start_rollout_worker(model_path, cfg, index, self.placement)
         if self.version:
             info = ray.get(worker.load_adapter.remote(self.version, self._files))
             if info["checksum"] != checksum(self._files):
@@ -240,20 +255,36 @@ class RolloutPool:
                 self.faults["engine_processes_reaped"] += len(reap_on_node(tree))
             return self.serving()
 
+    def served_a_learner(self) -> bool:
+        """Whether a learner group has taken batches from this pool already (a new one is a restart)."""
+        return self.batches_served > 0
+
     def cursor_state(self) -> dict:
-        """The task cursor after the last batch handed to the learner (in async mode the producer is ahead)."""
-        return {"position": self.consumed_position, "seed": self.cursor.seed, "version": self.version}
+        """The task cursor after the last batch handed to the learner (in async mode the producer is ahead), and
+        the adapter the workers serve (a checkpoint saves this after its sync: the checkpoint's own adapter)."""
+        return {"position": self.consumed_position, "seed": self.cursor.seed, "version": self.version,
+                "adapter_checksum": self._served_checksum()}
 
     def load_cursor_state(self, state: Mapping) -> None:
+        """Rewind to a checkpoint's cursor. A learner restarted by Ray Train (the pool outlived it) asks for the
+        step after its checkpoint again: if the pool already played that step's batch from the same cursor with
+        the checkpoint's adapter (the learner died while it played or learned), the batch is kept, so no episode
+        is lost or played twice and the run goes on as if never interrupted. Other batches are thrown away."""
         def load():
-            self.cursor.position, self.cursor.seed = int(state["position"]), int(state["seed"])
-            self.consumed_position = self.cursor.position
-            self._batches.clear()
+            position, seed = int(state["position"]), int(state["seed"])
+            kept = {k: v for k, v in self._played.items()
+                    if seed == self.cursor.seed and v[:2] == (position, state.get("adapter_checksum"))}
+            self._batches = {k: self._batches[k] for k in kept}
+            self._played = kept
+            self.faults["batches_kept_on_restore"] += len(kept)
+            self.cursor.position, self.cursor.seed = (max(v[2] for v in kept.values()) if kept else position), seed
+            self.consumed_position = position
 
         if self.producer is not None:
             self.producer.restart(load)  # batches played ahead belong to the old position: thrown away
         else:
-            load()
+            with self._lock:  # waits for a batch still being played for the learner that died
+                load()
 
     def serving(self) -> list[dict]:
         import ray

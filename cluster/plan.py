@@ -3,20 +3,23 @@
 Ray waits forever for an actor it cannot place, so a plan that cannot fit must fail at once, naming what is missing.
 ``check_fits`` is pure (fake node lists in tests): (a) every bundle fits on one node (a 2-GPU actor does not fit on two
 1-GPU nodes), (b) all bundles pack onto the alive nodes together (first-fit decreasing), (c) what does not fit now
-fits on nodes the autoscaler may add. ``ensure_fits`` then reserves the plan as one placement group with a bounded
-wait (the autoscaler's nodes, or resources other jobs hold) and releases it: the actors themselves are scheduled by
-``actors.remote`` and Ray Train, so the reservation proves the plan can be held at once rather than keeping it.
+fits on nodes the autoscaler may add. ``ensure_fits`` then reserves the whole plan as one placement group with a
+bounded wait (the autoscaler's nodes, or resources other jobs hold), and swaps it for a group of the bundles whose
+actors we start ourselves (``hold``: rollout workers, reward actor, pool), held for the run: those actors start
+inside it (``Placement.options``), so nothing else can take their room between the check and their start, and a
+replacement for a dead worker takes the dead one's bundle. Ray Train places the learner group in a placement group
+of its own, from the room the check proved is there.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from cluster.config import RayConfig
 
-__all__ = ["Bundle", "NodeType", "PlanDoesNotFitError", "ResourcePlan", "check_fits", "ensure_fits",
+__all__ = ["Bundle", "NodeType", "Placement", "PlanDoesNotFitError", "ResourcePlan", "check_fits", "ensure_fits",
            "plan_for"]
 
 _EPS = 1e-9
@@ -73,10 +76,32 @@ class ResourcePlan:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A placement group held for the run and the bundle index of each group's actors, in plan order. Without a
+    group (nothing held, or an actor beyond the plan such as an elastic pool's extra workers) Ray places the actor
+    itself."""
+
+    group: object = None  # ray.util.placement_group.PlacementGroup
+    indices: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def options(self, group: str, index: int = 0) -> dict:
+        """``.options(**placement.options("rollout", i))`` for the i-th actor of ``group``."""
+        bundles = self.indices.get(group, ())
+        if self.group is None or index >= len(bundles):
+            return {}
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            self.group, placement_group_bundle_index=bundles[index], placement_group_capture_child_tasks=False)}
+
+
+@dataclass(frozen=True)
 class Fit:
-    """``check_fits``'s verdict: fits now, or once the autoscaler adds ``new_nodes`` (node type names)."""
+    """``check_fits``'s verdict: fits now, or once the autoscaler adds ``new_nodes`` (node type names); from
+    ``ensure_fits``, also the placement group it holds for the run."""
 
     new_nodes: tuple[str, ...] = ()
+    placement: Placement = field(default_factory=Placement)
 
 
 def plan_for(rollout, learner=None, *, reward: bool = False) -> ResourcePlan:
@@ -228,24 +253,46 @@ def _fmt(resources: Mapping[str, float]) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Ray at the edge: read the cluster, check, then hold the whole plan once with a bounded wait.
 
-def ensure_fits(plan: ResourcePlan, cfg: RayConfig) -> Fit:
+def ensure_fits(plan: ResourcePlan, cfg: RayConfig, hold: Sequence[str] = ()) -> Fit:
     """Check ``plan`` against the connected cluster, then reserve it as one placement group for at most
-    ``cfg.placement_timeout_s`` seconds; raises ``PlanDoesNotFitError`` naming what is missing, never hangs."""
+    ``cfg.placement_timeout_s`` seconds; raises ``PlanDoesNotFitError`` naming what is missing, never hangs. The
+    bundles of the groups in ``hold`` stay reserved for the run in a placement group of their own (``Fit.placement``;
+    removed when the job's driver exits); the rest is released for Ray Train's own placement group."""
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.placement_group import remove_placement_group
 
     fit = check_fits(plan, ray.nodes(), autoscaler_node_types(cfg))
-    bundles = [b.resources() for b in plan.bundles if b.resources()]
-    if not bundles:
+    if not any(b.resources() for b in plan.bundles):
         return fit
-    pg = placement_group(bundles, strategy="PACK")
+    pg, _ = _reserve(plan.bundles)
     try:
         ready, _ = ray.wait([pg.ready()], timeout=cfg.placement_timeout_s)
     finally:
-        remove_placement_group(pg)  # ready or not: the actors are placed by Ray itself, from the freed resources
+        remove_placement_group(pg)
     if not ready:
         raise PlanDoesNotFitError(_timeout_message(plan, fit, cfg.placement_timeout_s))
-    return fit
+    held = [b for b in plan.bundles if b.group in hold]
+    if not any(b.resources() for b in held):
+        return fit
+    pg, indices = _reserve(held)  # the room the whole plan just had: ready at once unless another job took it
+    ready, _ = ray.wait([pg.ready()], timeout=cfg.placement_timeout_s)
+    if not ready:
+        remove_placement_group(pg)
+        raise PlanDoesNotFitError(_timeout_message(ResourcePlan(tuple(held)), fit, cfg.placement_timeout_s))
+    return replace(fit, placement=Placement(pg, indices))
+
+
+def _reserve(bundles: Sequence[Bundle]):
+    """A PACK placement group of the bundles that reserve something, and each group's bundle indices in it."""
+    from ray.util.placement_group import placement_group
+
+    indices: dict[str, list[int]] = {}
+    reserved = []
+    for b in bundles:
+        if b.resources():
+            indices.setdefault(b.group, []).append(len(reserved))
+            reserved.append(b.resources())
+    return placement_group(reserved, strategy="PACK"), {k: tuple(v) for k, v in indices.items()}
 
 
 def autoscaler_node_types(cfg: RayConfig) -> list[NodeType]:

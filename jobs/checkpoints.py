@@ -74,7 +74,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     found = []
     for path in root.iterdir():
         if (path.name.startswith("step_") or path.name.startswith(OLD_PREFIX)) and is_complete(path):
-            found.append((_step(path), path.name == named, path.name.startswith("step_"), path))
+            found.append((checkpoint_step(path), path.name == named, path.name.startswith("step_"), path))
     return max(found)[3] if found else None
 
 
@@ -121,7 +121,7 @@ def load_checkpoint(path: Path, learner, pool=None) -> int:
     return int(json.loads((path / "step.json").read_text())["step"])
 
 
-def _step(path: Path) -> int:
+def checkpoint_step(path: Path) -> int:
     return int(json.loads((path / "step.json").read_text())["step"])
 
 

@@ -111,11 +111,11 @@ def play_all(policies: Sequence[Policy], tasks: Sequence[Task], cfg: EvalJobConf
     from jobs.eval_policies import by_base
 
     connect(cfg.ray)
-    ensure_fits(plan_for(cfg.rollout), cfg.ray)
+    placement = ensure_fits(plan_for(cfg.rollout), cfg.ray, hold=("rollout",)).placement
     played, timings = {}, {}
     for base, group in by_base(policies).items():
         print(f"engine on {base}: {', '.join(p.name for p in group)}", flush=True)
-        workers = start_rollout_workers(base, cfg.rollout)
+        workers = start_rollout_workers(base, cfg.rollout, placement)  # the previous base's bundles, freed
         try:
             for name, (trajectories, wall) in play_policies(workers, group, tasks, cfg.eval).items():
                 played[name], timings[name] = trajectories, wall

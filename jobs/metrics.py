@@ -9,9 +9,30 @@ from pathlib import Path
 PHASES = ("rollout_s", "reward_s", "learn_s", "sync_s")
 
 
+def rewind(path: Path, step: int) -> int:
+    """A resume from the checkpoint of ``step``: lines of later steps (they are about to be played again) move from
+    ``path`` to ``<name>.rolled_back.jsonl`` beside it, so the log keeps one line per step and nothing is lost.
+    Returns how many lines moved."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    later = [line for line in lines if line.strip() and json.loads(line)["step"] > step]
+    if later:
+        with path.with_suffix(".rolled_back.jsonl").open("a") as f:
+            f.write("".join(line + "\n" for line in later))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines if line not in later))
+        tmp.replace(path)
+    return len(later)
+
+
 class MetricsLog:
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_step is not None:
+            for name in ("metrics.jsonl", "eval.jsonl"):
+                rewind(Path(run_dir) / name, resume_step)
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter

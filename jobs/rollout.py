@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {run_dir}")
 
     connect(cfg.ray)
-    ensure_fits(plan_for(cfg.rollout), cfg.ray)
+    placement = ensure_fits(plan_for(cfg.rollout), cfg.ray, hold=("rollout",)).placement
     model_path = str(resolve_model(cfg.model.name))
-    workers = start_rollout_workers(model_path, cfg.rollout)
+    workers = start_rollout_workers(model_path, cfg.rollout, placement)
 
     import ray
 

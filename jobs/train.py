@@ -23,7 +23,7 @@ from actors.remote import judge_for, start_reward_actor, start_rollout_pool, sta
 from cluster.connect import connect
 from cluster.plan import ensure_fits, plan_for
 from envs.task_source import load_tasks
-from jobs.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from jobs.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
 from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
 from jobs.metrics import MetricsLog, step_line
@@ -50,17 +50,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # Plan and start the actors: rollout pool outside the learner group ------------------------------------
     connect(cfg.ray)
-    ensure_fits(plan_for(cfg.rollout, cfg.learner, reward=True), cfg.ray)  # fails in seconds naming what is missing
+    # Fails in seconds naming what is missing; holds the rollout workers', reward actor's and pool's bundles for the run
+    placement = ensure_fits(plan_for(cfg.rollout, cfg.learner, reward=True), cfg.ray,
+                            hold=("rollout", "reward", "pool")).placement
     model_path = warm_started_model(cfg.train.init_adapter, cfg.model.name)  # SFT once, merged into the base
     rollout = serving_for_mode(cfg)
-    workers = start_rollout_workers(model_path, rollout)
+    workers = start_rollout_workers(model_path, rollout, placement)
     judge = judge_for(cfg.reward, rollout, workers)  # reward.judge: none, the rollout engine's base, or its own actor
-    pool = start_rollout_pool(workers, start_reward_actor(cfg.reward, judge=judge), tasks,
+    pool = start_rollout_pool(workers, start_reward_actor(cfg.reward, judge=judge, placement=placement), tasks,
                               tasks_per_step=cfg.train.tasks_per_step,
                               seed=cfg.tasks.seed, engine_dtype=rollout.dtype,
                               out_dir=str(run_dir / "trajectories"), respawn=(model_path, rollout),
                               reward_cfg=cfg.reward, judge=judge, max_staleness=cfg.train.max_staleness,
-                              last_step=cfg.train.steps - 1)
+                              last_step=cfg.train.steps - 1, placement=placement)
 
     # The learner group ------------------------------------------------------------------------------------
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
@@ -108,13 +110,18 @@ def train_loop(config: dict) -> None:
     learner = Learner(cfg.learner, config["model_path"], temperature=cfg.rollout.temperature, rank=rank,
                       world_size=world)
     start = 0
-    restored = ray.train.get_checkpoint()  # set when Ray Train restarted this group after a failure
-    source = restored.to_directory() if restored else config["resume_from"]
+    restart = ray.get(pool.served_a_learner.remote())  # the pool outlived a learner group that died
+    source = _resume_source(ray.train.get_checkpoint(), config["resume_from"], run_dir, restart)
     if source:
-        start = load_checkpoint(Path(source), learner, pool if rank == 0 else None)
-        if rank == 0:  # the workers may serve a newer or an older adapter: serve exactly the checkpoint's
-            push_adapter(learner, pool)
-    log = MetricsLog(run_dir) if rank == 0 else None
+        start = load_checkpoint(source, learner, pool if rank == 0 else None)
+    elif restart and rank == 0:  # died before its first checkpoint: the task cursor goes back to the start
+        ray.get(pool.load_cursor_state.remote({"position": 0, "seed": cfg.tasks.seed, "adapter_checksum": "base"}))
+    if (source or restart) and rank == 0:  # the workers may serve another adapter: serve exactly this learner's
+        push_adapter(learner, pool)
+    if rank == 0 and (source or restart):
+        print(f"learner {'restarted after a failure' if restart else 'resumed'} from "
+              f"{source or 'the start (no checkpoint yet)'} (step {start})", flush=True)
+    log = MetricsLog(run_dir, resume_step=start if source else -1) if rank == 0 else None  # drops re-run steps
     reward_history: list[dict] = []  # rank 0: reward_stats per step for the hacking monitor (refills after a resume)
     if rank == 0 and start == 0 and cfg.eval.due(0, cfg.train.steps):
         _evaluate(pool, config["eval_tasks"], 0, run_dir)                 # the starting policy, on held-out tasks
@@ -143,6 +150,17 @@ def train_loop(config: dict) -> None:
             if step + 1 < cfg.train.steps:
                 _resize_pool(pool, run_dir, cfg)
         _report_to_ray_train(metrics, checkpoint)
+
+
+def _resume_source(restored, resume_from: str | None, run_dir: Path, restart: bool) -> Path | None:
+    """The checkpoint to start from: the newest of Ray Train's (``restored``, set when FailureConfig restarted the
+    group), the one ``--resume`` named, and, on a restart, the run's own latest. Ray Train registers a reported
+    checkpoint only when its controller next polls the worker, so a learner killed right after a save restarts from
+    the previous one there; the run directory has the newest complete checkpoint (jobs/checkpoints.py)."""
+    candidates = [Path(p) for p in (restored.to_directory() if restored else None, resume_from) if p]
+    if restart and latest_checkpoint(run_dir) is not None:
+        candidates.append(latest_checkpoint(run_dir))
+    return max(candidates, key=checkpoint_step) if candidates else None
 
 
 def _resize_pool(pool, run_dir: Path, cfg: RunConfig) -> None:

@@ -62,3 +62,34 @@ def test_placement_wait_is_bounded_and_releases_its_reservation(ray_cluster):
         ensure_fits(ResourcePlan((Bundle("rollout", 1.0, 1.0),)), cfg)
     assert time.monotonic() - started < 30
     assert {pg["state"] for pg in placement_group_table().values()} <= {"REMOVED"}  # nothing left reserved
+
+
+def test_held_bundles_stay_reserved_for_the_run_and_its_actors_start_inside_them(ray_cluster):
+    """``hold``: the rollout and reward bundles stay reserved after the check (the learner's are released for Ray
+    Train); an actor given ``placement.options`` runs in its bundle, one beyond the plan (elastic growth) outside."""
+    import ray
+    from ray.util.placement_group import placement_group_table, remove_placement_group
+
+    from cluster.config import RayConfig
+    from cluster.plan import Bundle, ResourcePlan, ensure_fits
+
+    plan = ResourcePlan((Bundle("rollout", 0.1), Bundle("learner", 0.05), Bundle("reward", 0.05)))
+    placement = ensure_fits(plan, RayConfig(), hold=("rollout", "reward")).placement
+    try:
+        assert placement.indices == {"rollout": (0,), "reward": (1,)}
+        table = placement_group_table(placement.group)
+        assert table["state"] == "CREATED" and list(table["bundles"].values()) == [{"CPU": 0.1}, {"CPU": 0.05}]
+
+        @ray.remote
+        class Where:
+            def group(self):
+                return ray.get_runtime_context().get_placement_group_id()
+
+        inside = Where.options(num_cpus=0.1, **placement.options("rollout", 0)).remote()
+        beyond = Where.options(num_cpus=0.05, **placement.options("rollout", 1)).remote()
+        assert ray.get(inside.group.remote()) == placement.group.id.hex()
+        assert ray.get(beyond.group.remote()) is None
+        for actor in (inside, beyond):
+            ray.kill(actor)
+    finally:
+        remove_placement_group(placement.group)
