@@ -148,17 +148,21 @@ class RolloutPool:
         at = list(positions)
         old = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, previous)
                                                       for w in self.workers])]
+        probed = time.perf_counter()
         if skip_load:
             infos = ray.get([w.serving.remote() for w in self.workers])
         else:
             infos = ray.get([w.load_adapter.remote(version, files) for w in self.workers])
             self.version = version  # taken even if verification fails: the number is spent on the workers
             self._files = dict(files)
+        loaded = time.perf_counter()
         new = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, info["version"])
                                                       for w, info in zip(self.workers, infos)])]
         report = verify_sync(infos, version, checksum(files), learner_after, learner_before, new, old,
                              tolerance=self.tolerance)
-        report["sync_s"] = time.perf_counter() - started
+        done = time.perf_counter()
+        report.update(sync_s=done - started, sync_probe_old_s=probed - started, sync_load_s=loaded - probed,
+                      sync_probe_new_s=done - loaded)
         return report
 
     def evaluate(self, tasks: Sequence[Task], version: int | None = None, name: str = "eval") -> dict:
