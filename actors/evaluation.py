@@ -7,6 +7,7 @@ paired: McNemar's exact test on the discordant tasks (solved by one policy only)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 
@@ -26,12 +27,21 @@ def evaluate(play: Callable[..., list[Trajectory]], tasks: Sequence[Task], versi
 
 
 def evaluate_batch(trajectories: Sequence[Trajectory]) -> dict:
-    """Success rate, strictly valid first tool calls, and task_id -> solved of one greedy episode per task."""
+    """Success rate, strictly valid first tool calls, and task_id -> solved of one greedy episode per task; with
+    tasks that name a ``meta.kind`` (support_desk), the success rate per kind too, so a gain on one kind shows."""
     per_task = solved(trajectories)
     first = [next((c for c in t.tool_calls if c.turn == 0), None) for t in trajectories]
-    return {"tasks": len(per_task), "success": sum(per_task.values()) / max(1, len(per_task)),
-            "valid_first_call": sum(bool(c and c.ok and c.strict) for c in first) / max(1, len(first)),
-            "solved": per_task}
+    out = {"tasks": len(per_task), "success": sum(per_task.values()) / max(1, len(per_task)),
+           "valid_first_call": sum(bool(c and c.ok and c.strict) for c in first) / max(1, len(first)),
+           "solved": per_task}
+    kinds: dict[str, list[bool]] = {}
+    for t in trajectories:
+        kind = json.loads(t.task_extra or "{}").get("meta", {}).get("kind")
+        if kind is not None:
+            kinds.setdefault(str(kind), []).append(per_task[t.task_id])
+    if kinds:
+        out["success_by_kind"] = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
+    return out
 
 
 def mcnemar_p(gained: int, lost: int) -> float:

@@ -187,7 +187,8 @@ def _evaluate(pool, tasks: list, step: int, run_dir: Path) -> None:
     with open(run_dir / "eval.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(f"eval after {step} steps: success {result['success']:.1%} on {result['tasks']} held-out tasks "
-          f"(valid first call {result['valid_first_call']:.1%}, {result['eval_s']:.0f}s)", flush=True)
+          f"(valid first call {result['valid_first_call']:.1%}, {result['eval_s']:.0f}s)"
+          + "".join(f"; {k} {v:.0%}" for k, v in result.get("success_by_kind", {}).items()), flush=True)
 
 
 def _sync_metrics(report: dict) -> dict:

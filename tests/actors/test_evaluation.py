@@ -6,7 +6,10 @@ import math
 
 import pytest
 
-from actors.evaluation import mcnemar_p, paired
+from dataclasses import replace
+
+from actors.evaluation import evaluate_batch, mcnemar_p, paired
+from rewards._examples import example_trajectory
 
 
 def test_mcnemar_exact_matches_hand_values():
@@ -29,3 +32,15 @@ def test_paired_counts_gained_and_lost_tasks():
 def test_paired_refuses_different_task_sets():
     with pytest.raises(ValueError, match="same tasks"):
         paired({"a": True}, {"b": True})
+
+
+def test_success_is_broken_down_by_task_kind_when_tasks_name_one():
+    def episode(task_id, kind, outcome):
+        t = example_trajectory(final_answer="1", task_id=task_id)
+        extra = '{"meta": {"kind": "%s"}}' % kind if kind else "{}"
+        return replace(t, task_extra=extra, reward_breakdown={"outcome": outcome})
+
+    result = evaluate_batch([episode("a", "refund", 1.0), episode("b", "refund", 0.0), episode("c", "handoff", 1.0)])
+    assert result["success"] == pytest.approx(2 / 3)
+    assert result["success_by_kind"] == {"handoff": 1.0, "refund": 0.5}
+    assert "success_by_kind" not in evaluate_batch([episode("a", None, 1.0)])  # calculator tasks have no kind
