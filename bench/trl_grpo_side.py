@@ -23,13 +23,21 @@ advantages, one optimizer step per batch of `tasks_per_step` x `samples_per_task
   our `envs.base.call_tool` on our calculator (the same `error: ...` observations);
 - turns: 1 + `max_tool_calling_iterations` = our `max_turns`; per turn at most `max_tokens_per_turn` new tokens
   (`generation_kwargs.max_new_tokens`), the whole completion at most `max_total_tokens` - the longest prompt;
+- a turn ends at the call: our runner stops at `</tool_call` (a vLLM stop string). TRL's HF path has no stop
+  string of its own: `generation_kwargs.stop_strings` needs the tokenizer in `generate()`, which TRL does not
+  pass, so with spec `stop` set this file hands it over (a wrapper on the policy's `generate`) and closes a turn
+  the stop string ended on the batch's last step with `<|im_end|>`, as HF's padding (pad = EOS here) closes the
+  others. Without it (spec `stop: []`, side `trl-nostop`) the SFT model at temperature 1 often writes on after
+  `</tool_call>` (a made-up tool response, another call), TRL's parser then fails and takes the turn as the final
+  answer: longer, worse episodes than ours from the same policy;
 - reward: our `rewards.scorers.combine` with the run's `RewardConfig` on a `Trajectory` rebuilt from the decoded
   completion with our runner's rules (our parser grades each call's strictness; a last turn that is cut off or
   still holds a `<tool_call>` is no final answer);
 - optimizer: AdamW(lr, eps, weight decay), grad-norm clip, our warm-up `min(1, (step + 1) / warmup_steps)`,
   micro-batches of `micro_batch_size` (gradient accumulation over the batch), torch threads `threads`.
 
-Writes per optimizer step: wall seconds (between `on_step_end` callbacks; step 1 from `on_train_begin`), seconds
+Writes `<out>.episodes.jsonl` (every completion as decoded, its reward and status) and, per optimizer step: wall
+seconds (between `on_step_end` callbacks; step 1 from `on_train_begin`), seconds
 in TRL's generate + tool loop, in scoring, the mean reward, outcome success, sampled tokens (TRL's
 `completions/mean_length` counts the tool-masked-in tokens only) and TRL's own logged metrics.
 """
@@ -203,6 +211,7 @@ def main() -> None:
 
     dataset = Dataset.from_list([{"prompt": messages(t), "task_id": t.task_id} for t in tasks])
     per_step: dict[int, dict] = {}
+    episodes = open(Path(args.out).with_suffix(".episodes.jsonl"), "w")  # every completion, as TRL sampled it
 
     def reward(prompts, completions, completion_ids, task_id, trainer_state, **_):
         step = trainer_state.global_step + 1
@@ -212,6 +221,8 @@ def main() -> None:
             text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
             traj = rebuild(text, by_id[tid])
             total, breakdown = combine(traj, by_id[tid], reward_cfg)
+            episodes.write(json.dumps({"step": step, "task_id": tid, "reward": total, "status": traj.status,
+                                       "breakdown": breakdown, "completion": text}) + "\n")
             totals.append(total)
             outcomes.append(breakdown.get("outcome", 0.0))
             statuses[traj.status] = statuses.get(traj.status, 0) + 1
@@ -240,6 +251,18 @@ def main() -> None:
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
                     optimizer or self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
             return self.lr_scheduler
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
+                                  has_tool_images=False):
+            ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                          has_tool_images)
+            if stop:  # close a turn that a stop string ended as the pad (= EOS) closes the others (see stop_strings)
+                cap = self.generation_config.max_new_tokens
+                for row in ids:
+                    if row and row[-1] not in self.eos_token_ids and (len(row) < cap or any(
+                            s in tokenizer.decode(row[-8:]) for s in stop)):
+                        row.append(tokenizer.eos_token_id)
+            return ids, logprobs
 
         def _generate(self, prompts):
             t0 = time.perf_counter()
@@ -270,6 +293,8 @@ def main() -> None:
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.logs.append({"step": state.global_step, **(logs or {})})
 
+    stop = list(spec.get("stop") or [])
+    generation = {"max_new_tokens": int(spec["max_tokens_per_turn"])} | ({"stop_strings": stop} if stop else {})
     lora = spec["lora"]
     samples = int(spec["samples_per_task"])
     batch = int(spec["tasks_per_step"]) * samples
@@ -285,7 +310,7 @@ def main() -> None:
         max_grad_norm=float(spec["max_grad_norm"]), beta=float(spec["kl_coef"]), epsilon=float(spec["clip_eps"]),
         loss_type="dapo", scale_rewards="group", num_iterations=1, disable_dropout=True,
         temperature=float(spec["temperature"]), top_p=float(spec["top_p"]), top_k=0,
-        max_completion_length=max_completion, generation_kwargs={"max_new_tokens": int(spec["max_tokens_per_turn"])},
+        max_completion_length=max_completion, generation_kwargs=generation,
         max_tool_calling_iterations=int(spec["max_turns"]) - 1 if spec["tools"] else None,
         use_vllm=False, log_completions=False,
     )
@@ -295,8 +320,13 @@ def main() -> None:
     clock = Clock()
     trainer = Timed(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer,
                     peft_config=peft_config, tools=[tool] if spec["tools"] else None, callbacks=[clock])
+    if stop:  # TRL's HF path calls generate() without the tokenizer, which stop strings need: hand it over
+        policy = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        plain_generate = policy.generate
+        policy.generate = lambda *a, **kw: plain_generate(*a, **({"tokenizer": tokenizer} | kw))
     setup_s = time.perf_counter() - started
     trainer.train()
+    episodes.close()
 
     logs = {int(entry["step"]): entry for entry in clock.logs if "reward" in entry}
     steps = []
@@ -317,12 +347,13 @@ def main() -> None:
             "trl_log": log,
         })
     result = {
-        "side": "trl", "setup_s": setup_s, "wall_s": time.perf_counter() - started, "steps": steps,
+        "side": spec.get("side", "trl"), "setup_s": setup_s, "wall_s": time.perf_counter() - started, "steps": steps,
         "max_completion_length": max_completion, "max_prompt_tokens": max(prompt_lengths),
-        "tools": bool(spec["tools"]), "threads": torch.get_num_threads(),
+        "tools": bool(spec["tools"]), "stop_strings": stop, "threads": torch.get_num_threads(),
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
                      "peft": peft.__version__},
-        "backend": f"HF transformers {transformers.__version__} generate (CPU, fp32, LoRA unmerged)",
+        "backend": f"HF transformers {transformers.__version__} generate (CPU, fp32, LoRA unmerged"
+                   + (f", stop {stop[0]!r})" if stop else ", no stop string)"),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

