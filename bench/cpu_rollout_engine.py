@@ -6,7 +6,8 @@
 Sides, each in a fresh process one after the other (one engine at a time on the machine), on the same 32
 calculator prompts (chat template applied), each forced to exactly 64 new tokens (ignore_eos), sampling at
 temperature 1 with a seed, 1 warm-up batch then --repeats timed batches:
-  vllm-base      plain `vllm.LLM(model)` with vLLM's own defaults: the base-model speed to match;
+  vllm-base      plain `vllm.LLM(model)` with vLLM's own defaults (but a 1 GiB KV cache, as ours): the
+                 base-model speed to match;
   ours-base      our engine (`actors.vllm_engine.VLLMBackend`, the rollout worker's) serving version 0;
   ours-merged    our engine with a rank-r adapter merged into the weights (rollout.adapter_serving=merged, the CPU
                  default): the trained policy as training serves it;
@@ -38,8 +39,9 @@ def prompts(model_path: str, n: int) -> list[list[int]]:
     from envs.calculator import generate_tasks
 
     tok = AutoTokenizer.from_pretrained(model_path)
-    return [tok.apply_chat_template([{"role": "user", "content": t.prompt}], add_generation_prompt=True)
-            for t in generate_tasks(n, seed=0)]
+    texts = [tok.apply_chat_template([{"role": "user", "content": t.prompt}], add_generation_prompt=True,
+                                     tokenize=False) for t in generate_tasks(n, seed=0)]
+    return [tok.encode(text, add_special_tokens=False) for text in texts]
 
 
 def time_vllm(llm, ids: list[list[int]], tokens: int, repeats: int, lora=None) -> list[float]:
@@ -71,6 +73,7 @@ def run_side(side: str, args) -> dict:
     cfg = RolloutConfig(dtype=args.dtype, kv_cache_gib=1.0, max_model_len=1024, max_num_seqs=args.batch,
                         max_lora_rank=max(16, args.rank), max_loras=1)
     if side == "vllm-base":
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"  # the same 1 GiB KV cache (vLLM-CPU refuses its default here)
         from vllm import LLM
 
         return {"rates": time_vllm(LLM(model=model_path, dtype=args.dtype), ids, args.tokens, args.repeats)}
