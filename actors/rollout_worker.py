@@ -54,18 +54,20 @@ class RolloutWorker:
                 self.store.drop(version)
                 raise
         self.version, self.checksum = version, entry.checksum
-        for old in self.store.evictable(current=self.version):
-            self.backend.remove_adapter(old.version)
-            self.store.drop(old.version)
+        self._evict()
         return self.serving()
 
     def drop_idle_adapters(self) -> dict:
         """Serve the base model and unload every version no episode is using (a fresh start for a new run)."""
         self.use_version(0)
-        for old in self.store.evictable(current=0, keep=0):
+        self._evict(keep=0)
+        return self.serving()
+
+    def _evict(self, keep: int | None = None) -> None:
+        """Unload idle versions beyond the newest ``keep`` (default ``rollout.keep_versions``) from engine and disk."""
+        for old in self.store.evictable(current=self.version, keep=keep):
             self.backend.remove_adapter(old.version)
             self.store.drop(old.version)
-        return self.serving()
 
     def serving(self) -> dict:
         """What this worker serves now: the verification the job checks after every sync."""

@@ -118,7 +118,7 @@ def load_checkpoint(path: Path, learner, pool=None) -> int:
         import ray
 
         ray.get(pool.load_cursor_state.remote(json.loads((path / "cursor.json").read_text())))
-    return int(json.loads((path / "step.json").read_text())["step"])
+    return checkpoint_step(path)
 
 
 def checkpoint_step(path: Path) -> int:

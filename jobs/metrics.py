@@ -16,13 +16,14 @@ def rewind(path: Path, step: int) -> int:
     path = Path(path)
     if not path.exists():
         return 0
-    lines = path.read_text().splitlines()
-    later = [line for line in lines if line.strip() and json.loads(line)["step"] > step]
+    kept, later = [], []
+    for line in path.read_text().splitlines():
+        (later if line.strip() and json.loads(line)["step"] > step else kept).append(line + "\n")
     if later:
         with path.with_suffix(".rolled_back.jsonl").open("a") as f:
-            f.write("".join(line + "\n" for line in later))
+            f.write("".join(later))
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines if line not in later))
+        tmp.write_text("".join(kept))
         tmp.replace(path)
     return len(later)
 

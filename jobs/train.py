@@ -118,7 +118,6 @@ def train_loop(config: dict) -> None:
         ray.get(pool.load_cursor_state.remote({"position": 0, "seed": cfg.tasks.seed, "adapter_checksum": "base"}))
     if (source or restart) and rank == 0:  # the workers may serve another adapter: serve exactly this learner's
         push_adapter(learner, pool)
-    if rank == 0 and (source or restart):
         print(f"learner {'restarted after a failure' if restart else 'resumed'} from "
               f"{source or 'the start (no checkpoint yet)'} (step {start})", flush=True)
     log = MetricsLog(run_dir, resume_step=start if source else -1) if rank == 0 else None  # drops re-run steps
@@ -158,8 +157,8 @@ def _resume_source(restored, resume_from: str | None, run_dir: Path, restart: bo
     checkpoint only when its controller next polls the worker, so a learner killed right after a save restarts from
     the previous one there; the run directory has the newest complete checkpoint (jobs/checkpoints.py)."""
     candidates = [Path(p) for p in (restored.to_directory() if restored else None, resume_from) if p]
-    if restart and latest_checkpoint(run_dir) is not None:
-        candidates.append(latest_checkpoint(run_dir))
+    if restart and (ours := latest_checkpoint(run_dir)) is not None:
+        candidates.append(ours)
     return max(candidates, key=checkpoint_step) if candidates else None
 
 

@@ -54,24 +54,15 @@ def _kill_when_generating(tree: dict) -> None:
 
 
 def test_a_killed_worker_is_replaced_and_its_episodes_replayed(ray_cluster, model_path, rollout_cfg, tmp_path):
-    from actors.remote import start_reward_actor, start_rollout_pool, start_rollout_workers
-    from learners.config import LearnerConfig
-    from learners.learner import Learner
-    from learners.sync import push_adapter
-    from rewards.config import RewardConfig
+    from tests.actors.pools import respawning_pool, serve_fresh_adapter
 
     get = ray_cluster.get
     cfg = replace(rollout_cfg, num_workers=1, samples_per_task=SAMPLES, max_turns=2, max_tokens_per_turn=96,
                   max_worker_restarts=1)
-    workers = start_rollout_workers(model_path, cfg)
-    pool = start_rollout_pool(workers, start_reward_actor(RewardConfig()), generate_tasks(32, seed=5),
-                              tasks_per_step=TASKS_PER_STEP, seed=0, engine_dtype=cfg.dtype,
-                              out_dir=str(tmp_path / "trajectories"), respawn=(model_path, cfg))
+    workers, pool = respawning_pool(model_path, cfg, generate_tasks(32, seed=5), tasks_per_step=TASKS_PER_STEP,
+                                    out_dir=str(tmp_path / "trajectories"))
     try:
-        learner = Learner(LearnerConfig(), model_path, temperature=cfg.temperature)
-        files = learner.adapter_files()
-        version = push_adapter(learner, pool)["version"]  # the replacement must come up serving this
-        del learner
+        files, version = serve_fresh_adapter(pool, model_path, cfg.temperature)  # a replacement must serve this
         (dead,) = get(pool.serving.remote())
         tree = get(workers[0].process_tree.remote())
         assert tree["children"], "the engine runs in child processes: what an orphan would be"
