@@ -22,11 +22,14 @@ DEFAULT_RECIPE = ROOT / "configs" / "sft.yaml"
 
 
 def recipe_path(spec: str) -> Path | None:
-    """The SFT recipe of an ``sft[:path]`` spec, or None when the spec is an adapter directory."""
+    """The SFT recipe of an ``sft[:path]`` spec, or None when the spec is an adapter directory. A relative path is
+    read from the working directory, else from the project root: Ray Train runs the learner in a directory of its
+    own, where ``configs/...`` is not."""
     if spec == "sft":
         return DEFAULT_RECIPE
     if spec.startswith("sft:"):
-        return Path(spec[4:]).expanduser()
+        path = Path(spec[4:]).expanduser()
+        return path if path.is_absolute() or path.exists() else ROOT / path
     return None
 
 

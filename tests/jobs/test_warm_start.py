@@ -10,7 +10,7 @@ from jobs.warm_start import DEFAULT_RECIPE, check_init_adapter, recipe_path, war
 
 def test_specs_resolve_to_recipes_or_directories(tmp_path):
     assert recipe_path("sft") == DEFAULT_RECIPE and DEFAULT_RECIPE.is_file()
-    assert recipe_path("sft:my/recipe.yaml") == Path("my/recipe.yaml")
+    assert recipe_path("sft:my/recipe.yaml") == DEFAULT_RECIPE.parents[1] / "my" / "recipe.yaml"  # from the root
     assert recipe_path(str(tmp_path)) is None
     assert warm_start_adapter(None, "smollm2-135m") is None
     (tmp_path / "adapter_config.json").write_text("{}")
@@ -24,6 +24,18 @@ def test_bad_specs_name_the_fix(tmp_path):
     (problem,) = check_init_adapter("sft:nope.yaml")
     assert "nope.yaml" in problem and "configs/sft.yaml" in problem
     assert TrainSection(init_adapter="sft:nope.yaml").validate()
+
+
+def test_a_relative_recipe_is_found_from_another_working_directory(tmp_path, monkeypatch):
+    """Ray Train runs the learner in a directory of its own: ``sft:configs/...`` must still name the shipped file
+    (the support-desk run failed its config check there)."""
+    monkeypatch.chdir(tmp_path)
+    assert recipe_path("sft:configs/sft_support_desk.yaml") == DEFAULT_RECIPE.parent / "sft_support_desk.yaml"
+    assert check_init_adapter("sft:configs/sft_support_desk.yaml") == []
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sft_support_desk.yaml").write_text("sft: {}\n")
+    assert recipe_path("sft:configs/sft_support_desk.yaml") == Path("configs/sft_support_desk.yaml")  # cwd first
+    assert "not found" in check_init_adapter("sft:configs/nope.yaml")[0]
 
 
 def test_eval_is_due_at_start_end_and_every_n():
