@@ -15,6 +15,8 @@ class TaskConfig:
     num_tasks: int = doc(256, "tasks generated (or taken from the file's start): the pool a run draws from")
     split: str = doc("train", "generator split; held-out splits never share tasks with train")
     seed: int = doc(0, "generator seed")
+    kinds: tuple[str, ...] = doc((), "keep only tasks whose meta.kind is one of these (support_desk names a kind per "
+                                     "task, e.g. [tools_fail, handoff]); empty = every task")
 
     def validate(self) -> list[str]:
         from envs import ENVS

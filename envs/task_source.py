@@ -8,10 +8,37 @@ from envs.tasks import Task, read_tasks
 
 
 def load_tasks(cfg: TaskConfig) -> list[Task]:
-    """The first ``cfg.num_tasks`` tasks; a file is validated whole at load (every bad row named)."""
+    """The first ``cfg.num_tasks`` tasks (of ``cfg.kinds``, when given); a file is validated whole at load (every
+    bad row named)."""
     if cfg.path:
-        return read_tasks(cfg.path, known_envs=ENVS)[: cfg.num_tasks]
+        return _of_kinds(read_tasks(cfg.path, known_envs=ENVS), cfg)[: cfg.num_tasks]
     if cfg.env not in TASK_GENERATORS:
         raise ValueError(f"env {cfg.env!r} has no task generator. Fix: pass tasks.path=<your tasks.parquet> "
                          f"or use one of {sorted(TASK_GENERATORS)}")
-    return TASK_GENERATORS[cfg.env](cfg.num_tasks, cfg.seed, cfg.split)
+    generate = TASK_GENERATORS[cfg.env]
+    if not cfg.kinds:
+        return generate(cfg.num_tasks, cfg.seed, cfg.split)
+    drawn = cfg.num_tasks
+    while True:  # the generator draws kinds at random: draw more until enough are of the kinds asked
+        tasks = _of_kinds(generate(drawn, cfg.seed, cfg.split), cfg)
+        if len(tasks) >= cfg.num_tasks or drawn >= 64 * cfg.num_tasks:
+            break
+        drawn *= 2
+    if len(tasks) < cfg.num_tasks:
+        raise ValueError(f"tasks.kinds {list(cfg.kinds)}: only {len(tasks)} of {drawn} generated {cfg.env} tasks are "
+                         f"of those kinds, {cfg.num_tasks} asked. Fix: lower tasks.num_tasks or add kinds")
+    return tasks[: cfg.num_tasks]
+
+
+def _of_kinds(tasks: list[Task], cfg: TaskConfig) -> list[Task]:
+    """The tasks whose ``meta.kind`` is in ``cfg.kinds`` (all when it is empty); a kind no task has is an error that
+    names the kinds there are."""
+    if not cfg.kinds:
+        return tasks
+    kinds = [t.meta_value().get("kind") for t in tasks]
+    unknown = sorted(set(cfg.kinds) - set(kinds))
+    if unknown:
+        there = sorted({k for k in kinds if k})
+        raise ValueError(f"tasks.kinds: no task of kind {', '.join(unknown)} among {len(tasks)} {cfg.env} tasks. Fix: "
+                         f"use kinds these tasks have: {there or 'none (its tasks name no meta.kind)'}")
+    return [t for t, kind in zip(tasks, kinds) if kind in cfg.kinds]
