@@ -38,6 +38,9 @@ class LearnerConfig:
     value_clip: float | None = doc(0.2, "PPO value clip around the old values; None = unclipped")
     whiten_advantages: bool = doc(True, "PPO: whiten token advantages over the global batch (all ranks)")
     entropy_coef: float = doc(0.0, "entropy bonus weight; 0 by default, sampling at T=1 explores enough")
+    normalize_std: bool = doc(True, "GRPO: divide each group's centred rewards by its std (the paper). False = Dr. "
+                                    "GRPO (Liu et al. 2025): the std would blow tiny shaping differences in a group "
+                                    "that all failed up to +-1 advantages (docs/envs/support_desk.md)")
     process_reward_mode: Literal["none", "add"] = doc(
         "none", "GRPO/RLOO: 'add' adds process supervision (DeepSeekMath 4.1.3: turn rewards normalised over the "
                 "group's turns, summed from each token's turn on) to the outcome advantage; 'none' ignores "

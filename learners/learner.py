@@ -88,7 +88,7 @@ class Learner:
         scores = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
         groups = [t.group_id for t in trajectories]
         if self.cfg.algo == "grpo":
-            return grpo_advantages(scores, groups)
+            return grpo_advantages(scores, groups, normalize_std=self.cfg.normalize_std)
         if self.cfg.algo == "rloo":
             return rloo_advantages(scores, groups)
         return scores - scores.mean()
@@ -147,7 +147,7 @@ class Learner:
         steps = [[turn.reward for turn in t.turns if turn.end > turn.start] for t in trajectories]
         normalized = normalize_step_rewards(steps, [t.group_id for t in trajectories],
                                             leave_one_out=self.cfg.algo == "rloo",
-                                            normalize_std=self.cfg.algo == "grpo")
+                                            normalize_std=self.cfg.algo == "grpo" and self.cfg.normalize_std)
         rows = [normalized[i] for i in mine]
         out, at = [], 0
         for mb in micro:

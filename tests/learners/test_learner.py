@@ -204,3 +204,15 @@ def test_process_reward_mode_add_is_for_group_baselines_only():
     problems = LearnerConfig(algo="ppo", process_reward_mode="add", process_reward_coef=-1.0).validate()
     assert any("process_reward_mode: 'add' is for grpo/rloo" in p and "Fix:" in p for p in problems)
     assert any("process_reward_coef: must be a finite number >= 0" in p for p in problems)
+
+
+def test_normalize_std_false_gives_dr_grpo_advantages(model_path, tokenizer):
+    """``learner.normalize_std=false``: the group-centred rewards, not divided by the group's std (Dr. GRPO)."""
+    from learners.advantages import grpo_advantages
+
+    trajs = scored_batch(tokenizer)
+    scores = torch.tensor([t.reward for t in trajs])
+    groups = [t.group_id for t in trajs]
+    plain = Learner(replace(CFG, normalize_std=False), model_path, temperature=1.0).advantages(trajs)
+    assert torch.allclose(plain, grpo_advantages(scores, groups, normalize_std=False))
+    assert not torch.allclose(plain, grpo_advantages(scores, groups))  # the batch's groups have std != 1
