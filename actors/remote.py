@@ -32,10 +32,18 @@ def start_rollout_workers(model_path: str, cfg: RolloutConfig, placement: Placem
     return workers
 
 
-def start_rollout_worker(model_path: str, cfg: RolloutConfig, index: int, placement: Placement | None = None):
-    """One rollout worker (a replacement for worker ``index``: the dead one's bundle), up when this returns."""
+def start_rollout_worker(model_path: str, cfg: RolloutConfig, index: int, placement: Placement | None = None,
+                         timeout_s: float | None = None):
+    """One rollout worker (a replacement for worker ``index``: the dead one's bundle), up when this returns.
+    ``timeout_s``: how long it may wait for room (``cluster.plan.wait_for_room``; PlanDoesNotFitError past it, and
+    nothing started); None = as long as Ray takes."""
     import ray
 
+    from cluster.plan import wait_for_room
+
+    if timeout_s is not None:
+        wait_for_room(f"rollout worker {index}", {"CPU": cfg.num_cpus_per_worker, "GPU": cfg.num_gpus_per_worker},
+                      (placement or NO_PLACEMENT).options("rollout", index), timeout_s)
     worker = _worker_actor(cfg, index, placement).remote(model_path, cfg, worker_index=index)
     ray.get(worker.ping.remote())
     return worker
@@ -79,9 +87,10 @@ def start_judge_actor(model: str, cfg: RolloutConfig):
 def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_step: int, seed: int,
                        engine_dtype: str, out_dir: str, respawn: tuple[str, RolloutConfig] | None = None,
                        reward_cfg=None, judge=None, max_staleness: int = 0, last_step: int | None = None,
-                       placement: Placement | None = None):
+                       placement: Placement | None = None, placement_timeout_s: float = 300.0):
     """The pool runs requests from several learner ranks at once (they block on the same step's batch). It starts
-    replacement workers and reward actors into ``placement``'s bundles."""
+    replacement workers and reward actors into ``placement``'s bundles; a worker not placed within
+    ``placement_timeout_s`` is left out (the pool goes on with fewer)."""
     import ray
 
     from actors.rollout_pool import RolloutPool
@@ -90,4 +99,4 @@ def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_st
                                            **(placement or NO_PLACEMENT).options("pool")).remote(
         workers, reward_actor, tasks, tasks_per_step=tasks_per_step, seed=seed, engine_dtype=engine_dtype,
         out_dir=out_dir, respawn=respawn, reward_cfg=reward_cfg, judge=judge, max_staleness=max_staleness,
-        last_step=last_step, placement=placement)
+        last_step=last_step, placement=placement, placement_timeout_s=placement_timeout_s)

@@ -11,15 +11,18 @@ the new version and the checksum of the bytes the learner sent, and its logprobs
 match the learner's, and the change it shows must match the learner's own change, within tolerances set by the
 engine dtype (actors.config.ENGINE_DTYPES, measured in docs/design.md).
 
-A worker that dies mid-step (``kill -9``, OOM, a lost node) is replaced (actors/worker_recovery.py): its engine's
-processes are reaped, a new worker with the same index starts and loads the current adapter version (checksum
-checked) before it takes work, and the dead worker's share of the episodes is played again on it, so the step
-still returns the full batch. At most ``rollout.max_worker_restarts`` replacements per run; the counts go into
-every step's metrics (``worker_deaths``, ``episodes_rerun``, ...).
+A worker that dies mid-step (``kill -9``, OOM, a lost node) is replaced (actors/worker_set.py,
+actors/worker_recovery.py): its engine's processes are reaped, a new worker with the same index starts and loads the
+current adapter version (checksum checked) before it takes work, and the dead worker's share of the episodes is
+played again on it, so the step still returns the full batch. A replacement that finds no room within
+``ray.placement_timeout_s`` is left out and the pool goes on with fewer workers. At most
+``rollout.max_worker_restarts`` replacements per run; the counts go into every step's metrics (``worker_deaths``,
+``workers_dropped``, ``episodes_rerun``, ...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +34,7 @@ from actors.config import ENGINE_DTYPES, RolloutConfig
 from actors.evaluation import evaluate_batch
 from actors.scoring import score_with_retries
 from actors.trajectory import Trajectory, write_parquet
-from actors.worker_recovery import WorkerLostError, reap_on_node
+from actors.worker_set import WorkerSet
 from envs.tasks import Task
 
 
@@ -64,23 +67,26 @@ class RolloutPool:
     def __init__(self, workers: Sequence, reward_actor, tasks: Sequence[Task], *, tasks_per_step: int,
                  seed: int, engine_dtype: str = "float32", out_dir: str | None = None,
                  respawn: tuple[str, RolloutConfig] | None = None, reward_cfg=None, judge=None,
-                 max_staleness: int = 0, last_step: int | None = None, placement=None):
+                 max_staleness: int = 0, last_step: int | None = None, placement=None,
+                 placement_timeout_s: float = 300.0):
         """``respawn``: (model path, rollout config) to start replacement workers with; None = a dead worker ends
         the run with WorkerLostError. ``reward_cfg``: the reward actor's RewardConfig, to replace it when it dies or
         hangs (actors/scoring.py); None = defaults and no replacement. ``max_staleness`` > 0: async mode
         (actors/async_producer.py), batches played ahead up to step ``last_step``. ``placement``: the run's held
-        placement group (cluster.plan.Placement); a replacement takes the dead actor's bundle."""
+        placement group (cluster.plan.Placement); a replacement takes the dead actor's bundle, and waits at most
+        ``placement_timeout_s`` for room (actors/worker_set.py)."""
         import ray
 
         from actors.async_producer import AsyncProducer
 
         self.tolerance = ENGINE_DTYPES[engine_dtype]
-        self.workers, self.reward_actor = list(workers), reward_actor
+        self.reward_actor = reward_actor
         self.respawn, self.reward_cfg, self.judge = respawn, reward_cfg, judge  # judge: for a replaced reward actor
         self.placement = placement
-        self.trees = ray.get([w.process_tree.remote() for w in self.workers])  # what to reap if one dies
-        self.faults = {"worker_deaths": 0, "workers_replaced": 0, "episodes_rerun": 0, "engine_processes_reaped": 0,
-                       "batches_kept_on_restore": 0}
+        self.faults = {"episodes_rerun": 0, "batches_kept_on_restore": 0}
+        self.members = WorkerSet(list(workers), ray.get([w.process_tree.remote() for w in workers]), respawn=respawn,
+                                 placement=placement, placement_timeout_s=placement_timeout_s, faults=self.faults,
+                                 serving=lambda: (self.version, self._files))
         self._files: dict[str, bytes] | None = None  # the adapter the workers serve now, for replacements
         self.tasks = list(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
@@ -133,37 +139,74 @@ class RolloutPool:
 
     def sync(self, files: Mapping[str, bytes], probe_ids: Sequence[int], positions: Sequence[int],
              learner_after: Sequence[float], learner_before: Sequence[float] | None = None, *,
-             skip_load: bool = False) -> dict:
+             skip_load: bool = False, sampled: tuple[int, Sequence[float]] | None = None) -> dict:
         """Load the adapter as the next version on every worker and verify it (SyncError names a wrong worker).
 
         Versions count up within the pool (a restarted learner never reuses a number the workers have seen).
         ``positions`` index the probe's logprob vector (the sampled tokens); ``learner_before/after`` are the
-        learner's logprobs there before and after its update. ``skip_load`` exists for the test that proves a
-        skipped sync is caught.
+        learner's logprobs there before and after its update. ``sampled``: (version, logprobs at ``positions``)
+        that a worker returned when it sampled the probe episode (behavior logprobs); if that version is the one
+        served now, they are the workers' "before" (every worker serves that version, checksum-checked at its
+        sync), which saves one probe call per worker. A worker that dies during the sync is replaced (or left out)
+        and the sync goes on with the workers there are then; a replacement that joins after the load serves the
+        new version already (checksum checked), so it is checked against the learner's "after" only. ``skip_load``
+        exists for the test that proves a skipped sync is caught.
         """
-        import ray
-
         started = time.perf_counter()
-        previous, version = self.version, self.version + 1
         at = list(positions)
-        old = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, previous)
-                                                      for w in self.workers])]
-        probed = time.perf_counter()
-        if skip_load:
-            infos = ray.get([w.serving.remote() for w in self.workers])
-        else:
-            infos = ray.get([w.load_adapter.remote(version, files) for w in self.workers])
-            self.version = version  # taken even if verification fails: the number is spent on the workers
-            self._files = dict(files)
+        with self.members.lock:  # a worker joining meanwhile catches up with this version first
+            previous, version = self.version, self.version + 1
+            from_behavior = sampled is not None and sampled[0] == previous
+            old, infos = {}, {}  # id(worker) -> (worker, its logprobs under `previous` / what it serves after)
+            while True:  # a worker that dies meanwhile is replaced (or left out); its replacement serves `previous`
+                workers = self.members.snapshot()
+                if from_behavior:
+                    old = {id(w): (w, list(sampled[1])) for w in workers}
+                else:
+                    got = self._ask([w for w in workers if id(w) not in old],
+                                    lambda w: w.prompt_logprobs.remote(probe_ids, previous))
+                    old.update({k: (w, [lp[i] for i in at]) for k, (w, lp) in got.items()})
+                probed = time.perf_counter()
+                infos.update(self._ask([w for w in workers if id(w) not in infos],
+                                       (lambda w: w.serving.remote()) if skip_load else
+                                       (lambda w: w.load_adapter.remote(version, files))))
+                if all(id(w) in old and id(w) in infos for w in self.members.snapshot()):
+                    break
+            if not skip_load:
+                self.version = version  # taken even if verification fails: the number is spent on the workers
+                self._files = dict(files)
         loaded = time.perf_counter()
-        new = [[lp[i] for i in at] for lp in ray.get([w.prompt_logprobs.remote(probe_ids, info["version"])
-                                                      for w, info in zip(self.workers, infos)])]
-        report = verify_sync(infos, version, checksum(files), learner_after, learner_before, new, old,
-                             tolerance=self.tolerance)
+        new: dict = {}
+        while True:  # a replacement from here on caught up with `version` itself (checksum checked): no "before"
+            workers = self.members.snapshot()
+            infos.update(self._ask([w for w in workers if id(w) not in infos], lambda w: w.serving.remote()))
+            new.update(self._ask([w for w in workers if id(w) not in new and id(w) in infos],
+                                 lambda w: w.prompt_logprobs.remote(probe_ids, infos[id(w)][1]["version"])))
+            workers = self.members.snapshot()
+            if all(id(w) in new and id(w) in infos for w in workers):
+                break
+        report = verify_sync([infos[id(w)][1] for w in workers], version, checksum(files), learner_after,
+                             learner_before, [[new[id(w)][1][i] for i in at] for w in workers],
+                             [old[id(w)][1] if id(w) in old else None for w in workers], tolerance=self.tolerance)
         done = time.perf_counter()
         report.update(sync_s=done - started, sync_probe_old_s=probed - started, sync_load_s=loaded - probed,
-                      sync_probe_new_s=done - loaded)
+                      sync_probe_new_s=done - loaded, sync_before_from_behavior=float(from_behavior))
         return report
+
+    def _ask(self, workers: Sequence, call) -> dict:
+        """``call(worker)`` (an ObjectRef) on each worker at once; ``{id(worker): (worker, result)}`` of those that
+        answered. One that died is replaced or left out (actors/worker_set.py) before this returns; the caller asks
+        the members there are then."""
+        import ray
+
+        refs = [(w, call(w)) for w in workers]
+        got = {}
+        for w, ref in refs:
+            try:
+                got[id(w)] = (w, ray.get(ref))
+            except ray.exceptions.RayActorError as err:
+                self.members.replace(w, err)
+        return got
 
     def evaluate(self, tasks: Sequence[Task], version: int | None = None, name: str = "eval") -> dict:
         """One greedy episode per held-out task under ``version`` (default: the one served now), across workers.
@@ -176,24 +219,28 @@ class RolloutPool:
         return evaluate_batch(trajectories) | {"version": version, "eval_s": time.perf_counter() - started}
 
     def _play(self, tasks: Sequence[Task], **episode_args) -> list[Trajectory]:
-        """Split the tasks across the workers, play them, and gather the trajectories in worker order. A worker
-        that dies is replaced and its shard played again (episode seeds depend on task and sample index only)."""
+        """Split the tasks into one shard per worker, play them, and gather the trajectories in shard order. A
+        worker that dies is replaced (or left out: actors/worker_set.py) and its shard played again on the workers
+        there are then (episode seeds depend on task and sample index only)."""
         import ray
 
-        tasks, n = list(tasks), len(self.workers)
-        shards = {i: tasks[i::n] for i in range(n) if tasks[i::n]}
+        tasks, n = list(tasks), len(self.members.workers)
+        shards = {s: tasks[s::n] for s in range(n) if tasks[s::n]}
         done: dict[int, list[Trajectory]] = {}
         while shards:
-            refs = {i: self.workers[i].run_episodes.remote(shard, **episode_args) for i, shard in shards.items()}
-            for i, ref in refs.items():
+            workers = self.members.snapshot()
+            calls = {s: (workers[s % len(workers)], shard) for s, shard in shards.items()}
+            refs = {s: (worker, worker.run_episodes.remote(shard, **episode_args)) for s, (worker, shard) in
+                    calls.items()}
+            for s, (worker, ref) in refs.items():
                 try:
-                    done[i] = ray.get(ref)
-                    del shards[i]
+                    done[s] = ray.get(ref)
+                    del shards[s]
                 except ray.exceptions.RayActorError as err:
-                    self._replace(i, err)
+                    self.members.replace(worker, err)
                     per_task = episode_args.get("samples_per_task") or self.respawn[1].samples_per_task
-                    self.faults["episodes_rerun"] += len(shards[i]) * per_task
-        return [t for i in sorted(done) for t in done[i]]
+                    self.faults["episodes_rerun"] += len(shards[s]) * per_task
+        return [t for s in sorted(done) for t in done[s]]
 
     def _start_reward_actor(self, cfg):
         """A replacement reward actor, with the run's LLM judge if it has one."""
@@ -201,62 +248,19 @@ class RolloutPool:
 
         return start_reward_actor(cfg, judge=self.judge, placement=self.placement)
 
-    def _replace(self, index: int, err: Exception) -> None:
-        """Reap dead worker ``index``'s engine, start its replacement, make it serve the current version."""
-        import ray
-
-        self.faults["worker_deaths"] += 1
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if self.respawn is None or self.faults["workers_replaced"] >= self.respawn[1].max_worker_restarts:
-            limit = 0 if self.respawn is None else self.respawn[1].max_worker_restarts
-            raise WorkerLostError(f"rollout worker {index} died ({first_line}) and the pool may not replace it "
-                                  f"({self.faults['workers_replaced']} of {limit} replacements used). Fix: raise "
-                                  "rollout.max_worker_restarts, and look at the worker's log for why it died "
-                                  "(OOM: lower rollout.kv_cache_gib or max_num_seqs); resume with --resume") from err
-        ray.kill(self.workers[index], no_restart=True)
-        self.faults["engine_processes_reaped"] += len(reap_on_node(self.trees[index]))
-        self.workers[index], self.trees[index] = self._serving_worker(index)
-        self.faults["workers_replaced"] += 1
-        print(f"rollout worker {index} died ({first_line}); replaced, serving version {self.version}", flush=True)
-
-    def _serving_worker(self, index: int) -> tuple:
-        """A new rollout worker that serves the current adapter version (checksum checked) before it takes work,
-        and its process tree."""
-        import ray
-
-        from actors.remote import start_rollout_worker
-
-        model_path, cfg = self.respawn
-        worker = start_rollout_worker(model_path, cfg, index, self.placement)
-        if self.version:
-            info = ray.get(worker.load_adapter.remote(self.version, self._files))
-            if info["checksum"] != checksum(self._files):
-                raise WorkerLostError(f"new rollout worker {index} serves checksum {info['checksum']}, not "
-                                      f"version {self.version}'s {checksum(self._files)}")
-        return worker, ray.get(worker.process_tree.remote())
-
     def resize(self, num_workers: int) -> list[dict]:
-        """Elastic pool, between steps: start workers (each serving the current version before it takes work) or
-        stop the last ones (their engines reaped); returns what every worker serves."""
-        import ray
-
+        """Elastic pool: start workers (each serving the current version before it takes work; as many as find
+        room within the placement timeout) or stop the newest ones (each finishes its queued episodes, then its
+        engine is reaped); returns what every worker serves. Sync mode: between steps. Async mode: any time; the
+        producer's next batch uses the workers there are then."""
         if num_workers < 1:
             raise ValueError(f"a rollout pool needs >= 1 worker, got {num_workers}")
         if self.respawn is None:
             raise ValueError("this pool was started without respawn=(model path, rollout config): it cannot start "
                              "workers. Fix: start it with start_rollout_pool(..., respawn=...) as jobs.train does")
-        if self.producer is not None:
-            raise ValueError("resizing in async mode is not supported yet: the producer plays on the workers "
-                             "between steps. Fix: use train.mode=sync for an elastic pool")
-        with self._lock:  # not during a step's rollout
-            while len(self.workers) < num_workers:
-                worker, tree = self._serving_worker(len(self.workers))
-                self.workers.append(worker)
-                self.trees.append(tree)
-            while len(self.workers) > num_workers:
-                worker, tree = self.workers.pop(), self.trees.pop()
-                ray.kill(worker, no_restart=True)
-                self.faults["engine_processes_reaped"] += len(reap_on_node(tree))
+        with self._lock if self.producer is None else contextlib.nullcontext():  # sync: not during a step
+            self.members.grow(num_workers)
+            self.members.shrink(num_workers)
             return self.serving()
 
     def served_a_learner(self) -> bool:
@@ -293,12 +297,12 @@ class RolloutPool:
     def serving(self) -> list[dict]:
         import ray
 
-        return ray.get([w.serving.remote() for w in self.workers])
+        return ray.get([w.serving.remote() for w in self.members.snapshot()])
 
 
 def verify_sync(infos: Sequence[Mapping], version: int, expected_checksum: str, learner_after: Sequence[float],
                 learner_before: Sequence[float] | None, worker_new: Sequence[Sequence[float]],
-                worker_old: Sequence[Sequence[float]], tolerance: tuple[float, float] = ENGINE_DTYPES["float32"]
+                worker_old: Sequence[Sequence[float] | None], tolerance: tuple[float, float] = ENGINE_DTYPES["float32"]
                 ) -> dict:
     """The checks of one sync, as a pure function.
 
@@ -322,7 +326,7 @@ def verify_sync(infos: Sequence[Mapping], version: int, expected_checksum: str, 
         if err > abs_tol:
             problems.append(f"worker {w}: probe logprobs differ from the learner's by {err:.4f} on average "
                             f"(tolerance {abs_tol})")
-        if learner_before is not None:
+        if learner_before is not None and old is not None:  # None: joined after the load, nothing "before"
             delta = _mean_abs([a - b for a, b in zip(new, old)],
                               [a - b for a, b in zip(learner_after, learner_before)])
             delta_errors.append(delta)

@@ -326,6 +326,34 @@ def _timeout_message(plan: ResourcePlan, fit: Fit, timeout_s: float) -> str:
             f"({plan.describe()})")
 
 
+def wait_for_room(what: str, resources: Mapping[str, float], options: Mapping, timeout_s: float) -> None:
+    """Wait at most ``timeout_s`` seconds until one actor of ``resources`` (started with ``options``: its bundle of
+    the run's placement group, or none) can be placed; raises ``PlanDoesNotFitError`` naming ``what`` if not.
+
+    An actor Ray cannot place waits for good (a replacement whose node is gone, a bundle the cluster has no room for
+    now); its engine would start only after the wait, so the wait itself is what gets the bound: a zero-work task
+    asks for the same resources in the same place, and is cancelled if it is not placed in time. Another job may
+    take the room between the task and the actor; that small window is the one left unbounded."""
+    import ray
+
+    probe = ray.remote(_placed).options(num_cpus=resources.get("CPU", 0.0), num_gpus=resources.get("GPU", 0.0),
+                                        **options)
+    ref = probe.remote()
+    ready, _ = ray.wait([ref], timeout=timeout_s)
+    if ready:
+        return
+    ray.cancel(ref, force=True)
+    per_node = "; ".join("{" + _fmt({k: f.get(k, 0.0) for k in ("CPU", "GPU")}) + "}" for f in _free_per_node())
+    raise PlanDoesNotFitError(f"{what} {{{_fmt(resources)}}} was not placed within ray.placement_timeout_s="
+                              f"{timeout_s:g} s: no node has room for it now (free per node: {per_node}; a node it "
+                              "was on may be gone). Fix: free or add a node (the autoscaler's max_workers), or raise "
+                              "ray.placement_timeout_s")
+
+
+def _placed() -> bool:
+    return True
+
+
 def _free_per_node() -> list[dict]:
     import ray
 

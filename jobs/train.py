@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                               seed=cfg.tasks.seed, engine_dtype=rollout.dtype,
                               out_dir=str(run_dir / "trajectories"), respawn=(model_path, rollout),
                               reward_cfg=cfg.reward, judge=judge, max_staleness=cfg.train.max_staleness,
-                              last_step=cfg.train.steps - 1, placement=placement)
+                              last_step=cfg.train.steps - 1, placement=placement,
+                              placement_timeout_s=cfg.ray.placement_timeout_s)
 
     # The learner group ------------------------------------------------------------------------------------
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
@@ -168,7 +169,7 @@ def _resize_pool(pool, run_dir: Path, cfg: RunConfig) -> None:
 
     from jobs.elastic import CONTROL_FILE, desired_workers
 
-    if cfg.train.mode != "sync" or not (cfg.rollout.max_workers or (run_dir / CONTROL_FILE).exists()):
+    if not (cfg.rollout.max_workers or (run_dir / CONTROL_FILE).exists()):
         return
     current = len(ray.get(pool.serving.remote()))
     wanted = desired_workers(run_dir, current, cfg.rollout, ray.available_resources())

@@ -93,3 +93,24 @@ def test_held_bundles_stay_reserved_for_the_run_and_its_actors_start_inside_them
             ray.kill(actor)
     finally:
         remove_placement_group(placement.group)
+
+
+def test_a_rollout_worker_with_no_room_is_not_waited_for(ray_cluster, model_path, rollout_cfg):
+    """A replacement or added rollout worker that Ray cannot place (here: a GPU on a CPU-only cluster; on a real one,
+    a node taken away) is given up at the timeout with the resources named, and nothing of it is left waiting."""
+    from dataclasses import replace
+
+    from actors.remote import start_rollout_worker
+    from cluster.plan import PlanDoesNotFitError
+
+    cfg = replace(rollout_cfg, num_gpus_per_worker=1.0, num_cpus_per_worker=0.5)
+    free = ray_cluster.available_resources().get("CPU", 0.0)
+    started = time.monotonic()
+    with pytest.raises(PlanDoesNotFitError, match=r"rollout worker 3 \{CPU 0.5, GPU 1\} was not placed within "
+                                                   r"ray.placement_timeout_s=2 s.*free per node.*Fix:"):
+        start_rollout_worker(model_path, cfg, 3, timeout_s=2.0)
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 10  # nothing holds resources afterwards (the probe was cancelled, no actor made)
+    while ray_cluster.available_resources().get("CPU", 0.0) < free and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_cluster.available_resources().get("CPU", 0.0) >= free
