@@ -3,6 +3,7 @@ and worker count and serving mode; against reloading full weights (starting an e
 
     .venv/bin/python bench/adapter_sync.py                              # ranks 8,16,64 x 1,2 workers, lora+merged
     .venv/bin/python bench/adapter_sync.py --workers 1,2,4 --repeats 5
+    .venv/bin/python bench/adapter_sync.py --ranks 16 --workers 2 --probes episode,episode+behavior
 
 One real `Learner` (SmolLM2-135M, fp32) per rank; each repeat perturbs its adapter's B matrices (a new policy) and
 times `learners.sync.push_adapter` end to end: the adapter's bytes out of the learner (PEFT save to /dev/shm),
@@ -38,19 +39,32 @@ def perturb(learner, seed: int, scale: float = 0.01) -> None:
                 param.copy_(torch.randn(param.shape, generator=gen) * scale)
 
 
-def time_syncs(learner, pool, repeats: int, seed: int) -> list[dict]:
-    from learners.sync import push_adapter
+def time_syncs(learner, pool, repeats: int, seed: int, probe: str = "fixed") -> list[dict]:
+    """``probe``: "fixed" (the 64-token restore probe), "episode" (a training step's: the episode of the batch just
+    played that the update pushes hardest, every worker asked for its logprobs before and after the load) or
+    "episode+behavior" (the same, the "before" taken from the behavior logprobs the episode was sampled with)."""
+    import ray
+
+    from learners.sync import choose_probe, push_adapter
 
     out = []
     for i in range(repeats):
+        chosen = None
+        if probe != "fixed":
+            batch, _ = ray.get(pool.get_batch.remote(i))  # played with the version served now, as in training
+            chosen = choose_probe(batch, learner)
+            if probe == "episode":
+                chosen = (*chosen[:3], None)
         perturb(learner, seed * 1000 + i)
         started = time.perf_counter()
         files = learner.adapter_files()
         save_s = time.perf_counter() - started
-        report = push_adapter(learner, pool)  # saves again inside; timed separately above for the breakdown
+        report = push_adapter(learner, pool, chosen)  # saves again inside; timed separately above for the breakdown
         total = time.perf_counter() - started - save_s
         out.append({"total_s": total, "save_s": save_s, "pool_sync_s": report["sync_s"],
                     **{k: report[k] for k in ("sync_probe_old_s", "sync_load_s", "sync_probe_new_s")},
+                    "probe_tokens": len(chosen[0]) if chosen else 64,
+                    "before_from_behavior": report["sync_before_from_behavior"],
                     "bytes": sum(len(v) for v in files.values()), "probe_error": report.get("probe_error")})
     return out
 
@@ -61,6 +75,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--modes", default="lora,merged")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--probes", default="fixed", help="comma list of fixed, episode, episode+behavior "
+                                                          "(time_syncs); each is a row")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "adapter_sync.json"))
     args = parser.parse_args()
     ranks = [int(r) for r in args.ranks.split(",")]
@@ -89,19 +105,21 @@ def main() -> None:
             started = time.perf_counter()
             workers = start_rollout_workers(model_path, cfg)
             engine_start_s = time.perf_counter() - started
-            pool = start_rollout_pool(workers, start_reward_actor(RewardConfig()), generate_tasks(4, seed=0),
-                                      tasks_per_step=1, seed=0, engine_dtype=cfg.dtype, out_dir=None)
-            for r in ranks:
-                runs = time_syncs(learners[r], pool, args.repeats, seed=r)
-                rows.append({"mode": mode, "workers": n, "rank": r, "engine_start_s": engine_start_s,
+            pool = start_rollout_pool(workers, start_reward_actor(RewardConfig()), generate_tasks(16, seed=0),
+                                      tasks_per_step=2, seed=0, engine_dtype=cfg.dtype, out_dir=None)
+            for r, probe in [(r, p) for r in ranks for p in args.probes.split(",")]:
+                runs = time_syncs(learners[r], pool, args.repeats, seed=r, probe=probe)
+                rows.append({"mode": mode, "workers": n, "rank": r, "probe": probe, "engine_start_s": engine_start_s,
                              "total_s": statistics.median(x["total_s"] for x in runs),
                              "pool_sync_s": statistics.median(x["pool_sync_s"] for x in runs),
                              "save_s": statistics.median(x["save_s"] for x in runs),
                              **{k: statistics.median(x[k] for x in runs)
                                 for k in ("sync_probe_old_s", "sync_load_s", "sync_probe_new_s")},
+                             "probe_tokens": statistics.median(x["probe_tokens"] for x in runs),
                              "adapter_mb": runs[0]["bytes"] / 1e6, "runs": runs})
                 row = rows[-1]
-                print(f"{mode:6s} workers {n} rank {r:3d}: sync {row['total_s']:.2f} s (pool {row['pool_sync_s']:.2f}: "
+                print(f"{mode:6s} workers {n} rank {r:3d} probe {probe}: sync {row['total_s']:.2f} s "
+                      f"(pool {row['pool_sync_s']:.2f}: "
                       f"probe old {row['sync_probe_old_s']:.2f}, load {row['sync_load_s']:.2f}, probe new "
                       f"{row['sync_probe_new_s']:.2f}; save {row['save_s']:.2f}), adapter {row['adapter_mb']:.1f} MB",
                       flush=True)
@@ -119,11 +137,12 @@ def main() -> None:
     ray.shutdown()
 
     print()
-    print("| serving | workers | rank | adapter MB | sync, verified (s) | probe before | load | probe after "
-          "| full reload (s) | reload / sync |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| serving | workers | rank | probe (tokens) | adapter MB | sync, verified (s) | probe before | load "
+          "| probe after | full reload (s) | reload / sync |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['mode']} | {row['workers']} | {row['rank']} | {row['adapter_mb']:.1f} | {row['total_s']:.2f} | "
+        print(f"| {row['mode']} | {row['workers']} | {row['rank']} | {row['probe']} ({row['probe_tokens']:.0f}) | "
+              f"{row['adapter_mb']:.1f} | {row['total_s']:.2f} | "
               f"{row['sync_probe_old_s']:.2f} | {row['sync_load_s']:.2f} | {row['sync_probe_new_s']:.2f} | "
               f"{full_reload_s:.1f} | {full_reload_s / row['total_s']:.0f}x |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

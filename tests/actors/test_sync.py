@@ -27,6 +27,10 @@ def test_verify_sync_rules():
         verify_sync(info, 3, "abc", after, before, [before], [before], tolerance=(1.0, TOL[1]))
     unmoved = verify_sync(info, 3, "abc", before, before, [before], [before], tolerance=TOL)
     assert unmoved["probe_discriminating"] == 0.0  # nothing changed, nothing to catch: passes
+    # a replacement that joined after the load has no "before": checked against the learner's "after" alone
+    assert verify_sync(info, 3, "abc", after, before, [after], [None], tolerance=TOL)["probe_delta_error"] == 0.0
+    with pytest.raises(SyncError, match="probe logprobs differ from the learner's"):
+        verify_sync(info, 3, "abc", after, before, [before], [None], tolerance=TOL)
 
 
 @pytest.mark.integration
@@ -51,6 +55,9 @@ def test_sync_after_a_learner_step_is_verified_and_a_skipped_one_is_caught(ray_c
         assert report["probe_delta_error"] < TOL[1] and report["probe_error"] < TOL[0]
         # the probe is discriminating: the learner's own change is far above the tolerance
         assert report["probe_change"] > 3 * TOL[1] and report["probe_discriminating"] == 1.0
+        # the episode was sampled by the version served before the sync, at temperature 1: its behavior logprobs
+        # were the workers' "before", with no probe call (the next probe's batch is a version old: probed again)
+        assert report["sync_before_from_behavior"] == 1.0 and probe[3][0] == 0
         probe = choose_probe(batch, learner)
         learner.update(batch)
         with pytest.raises(Exception, match="not in effect|expected version"):

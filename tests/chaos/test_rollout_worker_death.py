@@ -1,7 +1,8 @@
 """``kill -9`` of a rollout worker mid-step, with the real engine: the pool reaps the dead engine's processes, starts a
 replacement that serves the current adapter version before it takes work, plays the lost episodes again, and the
-step returns the full batch; the next step runs normally. Once the replacements allowed are used up, the next death
-ends the step with an error that names the fix.
+step returns the full batch; the next step runs normally. A worker dead when an adapter sync reaches it is replaced
+inside the sync, which then verifies the new version on the replacement. Once the replacements allowed are used up,
+the next death ends the step with an error that names the fix.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_a_killed_worker_is_replaced_and_its_episodes_replayed(ray_cluster, mode
 
     get = ray_cluster.get
     cfg = replace(rollout_cfg, num_workers=1, samples_per_task=SAMPLES, max_turns=2, max_tokens_per_turn=96,
-                  max_worker_restarts=1)
+                  max_worker_restarts=2)
     workers, pool = respawning_pool(model_path, cfg, generate_tasks(32, seed=5), tasks_per_step=TASKS_PER_STEP,
                                     out_dir=str(tmp_path / "trajectories"))
     try:
@@ -89,9 +90,19 @@ def test_a_killed_worker_is_replaced_and_its_episodes_replayed(ray_cluster, mode
         batch, timings = get(pool.get_batch.remote(1))  # the run goes on with the replacement
         assert len(batch) == TASKS_PER_STEP * SAMPLES and timings["worker_deaths"] == 1
 
-        os.kill(now["pid"], signal.SIGKILL)  # max_worker_restarts=1 is used up
+        # A worker dead when the sync reaches it: replaced inside the sync, which then verifies the new version.
+        os.kill(now["pid"], signal.SIGKILL)
+        files, version = serve_fresh_adapter(pool, model_path, cfg.temperature)
+        (after_sync,) = get(pool.serving.remote())
+        assert after_sync["pid"] != now["pid"] and after_sync["version"] == version
+        assert after_sync["checksum"] == checksum(files)
+        batch, timings = get(pool.get_batch.remote(2))
+        assert len(batch) == TASKS_PER_STEP * SAMPLES and {t.policy_version for t in batch} == {version}
+        assert timings["worker_deaths"] == 2 and timings["workers_replaced"] == 2
+
+        os.kill(after_sync["pid"], signal.SIGKILL)  # max_worker_restarts=2 is used up
         with pytest.raises(WorkerLostError, match="may not replace it.*Fix: raise rollout.max_worker_restarts"):
-            get(pool.get_batch.remote(2))
+            get(pool.get_batch.remote(3))
     finally:
         ray_cluster.kill(pool)
         for w in workers:
