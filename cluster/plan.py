@@ -319,7 +319,7 @@ def _timeout_message(plan: ResourcePlan, fit: Fit, timeout_s: float) -> str:
     waited_for = (f"the autoscaler was to add {', '.join(fit.new_nodes)} and has not; see `ray status` for "
                   "node start failures or quota" if fit.new_nodes else
                   "the cluster has the room, but other actors or jobs hold it now")
-    per_node = "; ".join("{" + _fmt({k: f.get(k, 0.0) for k in ("CPU", "GPU")}) + "}" for f in free)
+    per_node = _per_node_text(free)
     return (f"the run's actors were not placed within ray.placement_timeout_s={timeout_s:g} s, so nothing was "
             f"started: {waited_for}. Not placeable now: {ResourcePlan(tuple(left)).describe()} (free per node: "
             f"{per_node}). Fix: wait for the other jobs, raise ray.placement_timeout_s, or shrink the plan "
@@ -343,7 +343,7 @@ def wait_for_room(what: str, resources: Mapping[str, float], options: Mapping, t
     if ready:
         return
     ray.cancel(ref, force=True)
-    per_node = "; ".join("{" + _fmt({k: f.get(k, 0.0) for k in ("CPU", "GPU")}) + "}" for f in _free_per_node())
+    per_node = _per_node_text(_free_per_node())
     raise PlanDoesNotFitError(f"{what} {{{_fmt(resources)}}} was not placed within ray.placement_timeout_s="
                               f"{timeout_s:g} s: no node has room for it now (free per node: {per_node}; a node it "
                               "was on may be gone). Fix: free or add a node (the autoscaler's max_workers), or raise "
@@ -352,6 +352,11 @@ def wait_for_room(what: str, resources: Mapping[str, float], options: Mapping, t
 
 def _placed() -> bool:
     return True
+
+
+def _per_node_text(free: Sequence[Mapping[str, float]]) -> str:
+    """Free CPUs and GPUs of each node, for a message: ``{CPU 1.5, GPU 0}; {CPU 8, GPU 1}``."""
+    return "; ".join("{" + _fmt({k: f.get(k, 0.0) for k in ("CPU", "GPU")}) + "}" for f in free)
 
 
 def _free_per_node() -> list[dict]:
