@@ -18,6 +18,7 @@ Prints a table, writes bench/results/adapter_sync.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -39,10 +40,12 @@ def perturb(learner, seed: int, scale: float = 0.01) -> None:
                 param.copy_(torch.randn(param.shape, generator=gen) * scale)
 
 
-def time_syncs(learner, pool, repeats: int, seed: int, probe: str = "fixed") -> list[dict]:
+def time_syncs(learner, pool, repeats: int, seed: int, probe: str = "fixed", steps=None) -> list[dict]:
     """``probe``: "fixed" (the 64-token restore probe), "episode" (a training step's: the episode of the batch just
     played that the update pushes hardest, every worker asked for its logprobs before and after the load) or
-    "episode+behavior" (the same, the "before" taken from the behavior logprobs the episode was sampled with)."""
+    "episode+behavior" (the same, the "before" taken from the behavior logprobs the episode was sampled with).
+    ``steps``: the pool's step numbers to play (an iterator shared by every call on one pool: a step the pool has
+    played already would come back from its cache, sampled by an older version)."""
     import ray
 
     from learners.sync import choose_probe, push_adapter
@@ -51,7 +54,7 @@ def time_syncs(learner, pool, repeats: int, seed: int, probe: str = "fixed") -> 
     for i in range(repeats):
         chosen = None
         if probe != "fixed":
-            batch, _ = ray.get(pool.get_batch.remote(i))  # played with the version served now, as in training
+            batch, _ = ray.get(pool.get_batch.remote(next(steps)))  # played with the version served now
             chosen = choose_probe(batch, learner)
             if probe == "episode":
                 chosen = (*chosen[:3], None)
@@ -107,8 +110,9 @@ def main() -> None:
             engine_start_s = time.perf_counter() - started
             pool = start_rollout_pool(workers, start_reward_actor(RewardConfig()), generate_tasks(16, seed=0),
                                       tasks_per_step=2, seed=0, engine_dtype=cfg.dtype, out_dir=None)
+            steps = itertools.count()
             for r, probe in [(r, p) for r in ranks for p in args.probes.split(",")]:
-                runs = time_syncs(learners[r], pool, args.repeats, seed=r, probe=probe)
+                runs = time_syncs(learners[r], pool, args.repeats, seed=r, probe=probe, steps=steps)
                 rows.append({"mode": mode, "workers": n, "rank": r, "probe": probe, "engine_start_s": engine_start_s,
                              "total_s": statistics.median(x["total_s"] for x in runs),
                              "pool_sync_s": statistics.median(x["pool_sync_s"] for x in runs),
