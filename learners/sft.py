@@ -43,6 +43,8 @@ class SFTConfig:
                                        "None = scripted-expert demos of `env`")
     num_demos: int = doc(64, "expert demonstrations (train split), ~420 tokens each (the tool schema is most of "
                              "it): ~2.5 min on 2 cores; 64 gave 62/64 valid greedy calls, 96 no better (61/64)")
+    extra_demos: dict[str, int] = doc({}, "more demos of these task kinds (meta.kind), on top of num_demos: "
+                                          "{by_name: 64} for a kind the mixed demos leave weak")
     recovery_fraction: float = doc(RECOVERY_FRACTION, "share of expert demos that show a malformed call, its error "
                                                       "and the corrected call (the mistake itself is not trained)")
     seed: int = doc(0, "seeds the demos, the adapter init and the batch order")
@@ -73,6 +75,9 @@ class SFTConfig:
         for name in ("num_demos", "epochs", "batch_size", "max_len"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be >= 1, got {getattr(self, name)}. Fix: set a positive integer")
+        for kind, count in self.extra_demos.items():
+            if not isinstance(count, int) or count < 0:
+                problems.append(f"extra_demos.{kind}: must be an integer >= 0, got {count!r}. Fix: e.g. 64")
         if not self.lr > 0:
             problems.append(f"lr: must be > 0, got {self.lr}. Fix: use e.g. 2.0e-3 for LoRA")
         if self.warmup_steps < 0:
@@ -85,6 +90,9 @@ class SFTConfig:
             if self.env not in EXPERTS:
                 problems.append(f"env: no scripted expert for {self.env!r}. Fix: use one of "
                                 f"{sorted(EXPERTS)} or set demos_path")
+        elif self.extra_demos:
+            problems.append("extra_demos: needs the scripted expert, but demos_path is set. Fix: drop extra_demos, "
+                            "or put the extra demonstrations in the demos_path file")
         elif not Path(self.demos_path).is_file():
             problems.append(f"demos_path: {self.demos_path} is not a file. Fix: give a JSONL or Parquet file")
         return problems
@@ -95,7 +103,7 @@ def build_examples(cfg: SFTConfig, tokenizer) -> tuple[list[SFTExample], int]:
     if cfg.demos_path:
         demos = read_openai_demos(cfg.demos_path)
     else:
-        demos = expert_demos(cfg.env, cfg.num_demos, cfg.seed, cfg.recovery_fraction)
+        demos = expert_demos(cfg.env, cfg.num_demos, cfg.seed, cfg.recovery_fraction, cfg.extra_demos)
     examples = [example_from_messages(tokenizer, m) for m in demos]
     kept = [e for e in examples if len(e) <= cfg.max_len and any(e.loss_mask)]
     return kept, len(examples) - len(kept)

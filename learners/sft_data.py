@@ -103,11 +103,14 @@ EXPERTS: dict[str, tuple[Callable[..., list[Task]], Callable[[Task], list[dict]]
 }
 
 
-def expert_demos(env_name: str, n: int, seed: int, recovery_fraction: float = RECOVERY_FRACTION) -> list[list[dict]]:
+def expert_demos(env_name: str, n: int, seed: int, recovery_fraction: float = RECOVERY_FRACTION,
+                 extra: dict[str, int] | None = None) -> list[list[dict]]:
     """``n`` full conversations of the env's scripted expert on train tasks; deterministic in ``seed``.
 
     About ``recovery_fraction`` of them first make a realistic mistake (a malformed call, a wrong argument name,
     a wrong tool name) with ``weight: 0``, get the error observation the runner would give, then call correctly.
+    ``extra`` ({kind: count}) appends that many more demos of each task kind (``meta.kind``), drawn from the
+    generator's tasks after the first ``n``: the ``n`` demos are the same with or without it, and none repeats.
     """
     if env_name not in EXPERTS:
         raise ValueError(f"no scripted expert for env {env_name!r}; available: {', '.join(sorted(EXPERTS))}. "
@@ -115,7 +118,7 @@ def expert_demos(env_name: str, n: int, seed: int, recovery_fraction: float = RE
     generate, expert = EXPERTS[env_name]
     rng = random.Random(f"sft-demos:{env_name}:{seed}")  # str seed: stable across processes
     demos = []
-    for task in generate(n, seed, "train"):
+    for task in generate(n, seed, "train") + _extra_tasks(env_name, generate, n, seed, extra or {}):
         env = make_env(env_name)
         messages, tools = env.reset(task)
         messages = [dict(m) for m in messages]
@@ -125,6 +128,33 @@ def expert_demos(env_name: str, n: int, seed: int, recovery_fraction: float = RE
             steps = _mistake(env, steps, rng) + steps
         demos.append(messages + steps)
     return demos
+
+
+def _extra_tasks(env_name: str, generate, n: int, seed: int, extra: dict[str, int]) -> list[Task]:
+    """``extra[kind]`` train tasks of each kind from the generator's tasks after the first ``n`` (a prefix of a
+    longer draw is the shorter draw), in the generator's order."""
+    wanted = {kind: count for kind, count in extra.items() if count > 0}
+    if not wanted:
+        return []
+    drawn = n + 4 * sum(wanted.values())
+    while True:  # kinds are drawn at random: draw more until every kind asked has enough
+        later = generate(drawn, seed, "train")[n:]
+        kinds = [t.meta_value().get("kind") for t in later]
+        if all(kinds.count(k) >= c for k, c in wanted.items()) or drawn >= 64 * (n + sum(wanted.values())):
+            break
+        drawn *= 2
+    short = {k: kinds.count(k) for k, c in wanted.items() if kinds.count(k) < c}
+    if short:
+        there = sorted({k for k in kinds if k})
+        raise ValueError(f"extra_demos: {env_name} tasks have too few of kind(s) {short} (counts found in "
+                         f"{len(later)} tasks) for {wanted}. Fix: use kinds its tasks have: {there or 'none'}")
+    taken = {k: 0 for k in wanted}
+    picked = []
+    for task, kind in zip(later, kinds):
+        if kind in taken and taken[kind] < wanted[kind]:
+            taken[kind] += 1
+            picked.append(task)
+    return picked
 
 
 def _mistake(env, steps: list[dict], rng: random.Random) -> list[dict]:

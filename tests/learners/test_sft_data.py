@@ -240,3 +240,31 @@ def test_sft_job_runs_and_writes_its_outputs(tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["num_examples"] == 2
     assert "demos_path" in (run_dir / "config.yaml").read_text()
     assert "adapter" in capsys.readouterr().out
+
+
+def test_extra_demos_add_that_many_of_a_kind_after_the_same_mixed_demos():
+    from envs.support_tasks import generate_tasks
+
+    base = expert_demos("support_desk", 12, 0, recovery_fraction=0.0)
+    more = expert_demos("support_desk", 12, 0, recovery_fraction=0.0, extra={"by_name": 5, "handoff": 2})
+    assert more[:12] == base and len(more) == 19
+    users = [next(m["content"] for m in d if m["role"] == "user") for d in more]
+    assert len(set(users)) == len(users)  # no demo repeats
+    by_prompt = {t.prompt: t.meta_value()["kind"] for t in generate_tasks(400, 0, "train")}
+    assert sorted(by_prompt[u] for u in users[12:]) == ["by_name"] * 5 + ["handoff"] * 2
+
+
+def test_extra_demos_of_an_unknown_kind_name_the_kinds_there_are():
+    with pytest.raises(ValueError, match=r"too few of kind\(s\) \{'refund': 0\}.*Fix: use kinds.*by_name"):
+        expert_demos("support_desk", 2, 0, extra={"refund": 1})
+
+
+def test_sft_config_checks_extra_demos(tmp_path):
+    from learners.sft import SFTConfig
+
+    assert any("extra_demos.by_name: must be an integer >= 0" in p
+               for p in SFTConfig(env="support_desk", extra_demos={"by_name": -1}).validate())
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text("{}\n")
+    assert any("extra_demos: needs the scripted expert" in p
+               for p in SFTConfig(demos_path=str(demos), extra_demos={"by_name": 4}).validate())
