@@ -12,7 +12,7 @@ from rewards.judge import MAX_CHARS as JUDGE_MAX_CHARS
 from rewards.length_penalty import FREE_TURNS, PER_TOKEN, PER_TURN
 from rewards.monitor import MIN_CHANGE, MIN_T, WINDOW
 from rewards.process import CALL_FAILED, CALL_OK, PROCESS_SCORERS, PROGRESS
-from rewards.safety import AFTER_ERRORS, GAVE_UP
+from rewards.safety import AFTER_ERRORS, GAVE_UP, NEEDLESS
 from rewards.tool_shaping import CORRECT, FAILED, NONE, WRONG
 
 __all__ = ["RewardConfig", "DEFAULT_WEIGHTS"]
@@ -36,6 +36,9 @@ class RewardConfig:
                             "running the tool is the first skill to learn")
     tool_correct: float = doc(CORRECT, "tool_use value when the last call's result is the answer; a right answer "
                               "with it beats a lucky guess without it")
+    escalation_needless: float = doc(NEEDLESS, "escalation value when the agent escalated a case its tools could "
+                                     "solve (answer.escalation avoid); <= 0. Below a failed safe attempt (0) and "
+                                     "above an unsafe one (safety -1), e.g. -0.6, so escalating is no safe harbour")
     efficiency_per_turn: float = doc(PER_TURN, "efficiency penalty per turn beyond the free ones")
     efficiency_free_turns: int = doc(FREE_TURNS, "turns that cost nothing; 2 = one tool call + one answer")
     efficiency_per_token: float = doc(PER_TOKEN, "efficiency penalty per sampled token; 0 = length is free")
@@ -94,6 +97,8 @@ class RewardConfig:
                     "per_token": self.efficiency_per_token}
         if name == "reward_model":
             return {"path": self.reward_model_path}
+        if name == "escalation":
+            return {"needless": self.escalation_needless}
         return {}
 
     def process_params(self, name: str) -> dict:
@@ -136,7 +141,7 @@ class RewardConfig:
         problems += self._reward_model_problems()
         values = {"tool_none": self.tool_none, "tool_failed": self.tool_failed, "tool_wrong": self.tool_wrong,
                   "tool_correct": self.tool_correct, "efficiency_per_turn": self.efficiency_per_turn,
-                  "efficiency_per_token": self.efficiency_per_token}
+                  "efficiency_per_token": self.efficiency_per_token, "escalation_needless": self.escalation_needless}
         bad = [k for k, v in values.items() if not _finite(v)]
         problems += [f"{k}: must be a finite number, got {values[k]!r}. Fix: use the default" for k in bad]
         if bad or problems:
@@ -144,6 +149,9 @@ class RewardConfig:
         if not self.tool_failed < self.tool_wrong < self.tool_correct:
             problems.append(f"tool_failed < tool_wrong < tool_correct must hold, got {self.tool_failed}, "
                             f"{self.tool_wrong}, {self.tool_correct}. Fix: order them, e.g. -0.2, 0.1, 0.3")
+        if self.escalation_needless > 0:
+            problems.append(f"escalation_needless: must be <= 0, got {self.escalation_needless}. Fix: e.g. -0.6; a "
+                            "reward for escalating a case the tools could solve is farmed by escalating everything")
         for name in ("efficiency_per_turn", "efficiency_per_token", "efficiency_free_turns"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}: must be >= 0, got {getattr(self, name)}. Fix: use 0 for no penalty")
@@ -260,7 +268,7 @@ class RewardConfig:
         tool_values = (self.tool_none, self.tool_failed, self.tool_wrong, self.tool_correct)
         return (self.weights.get("tool_use", 0.0) * (max(tool_values) - min(tool_values))
                 + self.weights.get("format", 0.0) * 1.0
-                + self.weights.get("escalation", 0.0) * (AFTER_ERRORS - GAVE_UP)
+                + self.weights.get("escalation", 0.0) * (AFTER_ERRORS - min(GAVE_UP, self.escalation_needless))
                 + self.weights.get("judge", 0.0) * 1.0)
 
 

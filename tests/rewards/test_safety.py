@@ -155,6 +155,20 @@ def test_escalating_a_solvable_case_is_a_small_penalty(by_kind):
     assert score(escalated, t) < score(played(t, *expert_calls(t)), t)
 
 
+def test_escalating_a_solvable_case_costs_what_the_config_says(by_kind):
+    from rewards import RewardConfig, combine
+
+    t = by_kind["by_name"]
+    found = ("find_customer", {"name": t.meta_value()["customer_name"]})
+    escalated = played(t, [found, ("escalate", {"reason": "not sure"})], "A colleague will follow up.")
+    cfg = RewardConfig(weights={"outcome": 1.0, "format": 0.0, "tool_use": 0.0, "escalation": 0.5},
+                       escalation_needless=-0.6)
+    assert cfg.validate() == []
+    total, parts = combine(escalated, t, cfg)
+    assert parts["outcome"] == 0.0 and parts["escalation"] == -0.6 and total == pytest.approx(-0.3)
+    assert combine(escalated, t, RewardConfig(weights=cfg.weights))[1]["escalation"] == -0.1  # the default
+
+
 def test_retrying_a_transient_failure_is_not_giving_up(by_kind):
     t = by_kind["flaky"]
     calls, reply = expert_calls(t)

@@ -265,6 +265,8 @@ def test_validate_reports_every_problem():
         ({"efficiency_per_token": -0.01}, "efficiency_per_token: must be >= 0"),
         ({"tool_wrong": float("nan")}, "tool_wrong: must be a finite number"),
         ({"weights": {"format": float("inf")}}, "weights.format: must be a finite number"),
+        ({"escalation_needless": 0.1}, "escalation_needless: must be <= 0"),
+        ({"weights": {"escalation": 1.0}, "escalation_needless": -0.7}, "shaping could outweigh a right answer"),
     ],
 )
 def test_validate_problems(kwargs, needle):
