@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from envs import ENVS, TASK_GENERATORS
 from envs.config import TaskConfig
 from envs.tasks import Task, read_tasks
@@ -18,16 +20,27 @@ def load_tasks(cfg: TaskConfig) -> list[Task]:
     generate = TASK_GENERATORS[cfg.env]
     if not cfg.kinds:
         return generate(cfg.num_tasks, cfg.seed, cfg.split)
-    drawn = cfg.num_tasks
-    while True:  # the generator draws kinds at random: draw more until enough are of the kinds asked
-        tasks = _of_kinds(generate(drawn, cfg.seed, cfg.split), cfg)
-        if len(tasks) >= cfg.num_tasks or drawn >= 64 * cfg.num_tasks:
-            break
-        drawn *= 2
+    drawn = draw_until(generate, cfg.seed, cfg.split, cfg.num_tasks, 64 * cfg.num_tasks,
+                       lambda tasks: len(_of_kinds(tasks, cfg)) >= cfg.num_tasks)
+    tasks = _of_kinds(drawn, cfg)
     if len(tasks) < cfg.num_tasks:
-        raise ValueError(f"tasks.kinds {list(cfg.kinds)}: only {len(tasks)} of {drawn} generated {cfg.env} tasks are "
-                         f"of those kinds, {cfg.num_tasks} asked. Fix: lower tasks.num_tasks or add kinds")
+        raise ValueError(f"tasks.kinds {list(cfg.kinds)}: only {len(tasks)} of {len(drawn)} generated {cfg.env} tasks "
+                         f"are of those kinds, {cfg.num_tasks} asked. Fix: lower tasks.num_tasks or add kinds")
     return tasks[: cfg.num_tasks]
+
+
+def draw_until(generate: Callable[..., list[Task]], seed: int, split: str, start: int, cap: int,
+               enough: Callable[[list[Task]], bool]) -> list[Task]:
+    """The generator's first ``start`` tasks, doubled until ``enough(tasks)`` or ``cap`` tasks are drawn.
+
+    Generators draw kinds at random, so a caller wanting tasks of some kinds draws more until it has them; a shorter
+    draw is a prefix of a longer one, so the tasks already counted stay the same."""
+    drawn = start
+    while True:
+        tasks = generate(drawn, seed, split)
+        if enough(tasks) or drawn >= cap:
+            return tasks
+        drawn *= 2
 
 
 def _of_kinds(tasks: list[Task], cfg: TaskConfig) -> list[Task]:

@@ -23,6 +23,7 @@ from typing import Any
 from envs import make_env
 from envs import calculator, datetime_tasks, python_env, search_tasks, support_tasks, weather_tasks
 from envs.chat import END_OF_TURN, TOOL_CALL_CLOSE, decode, format_tool_call, render, suffix_ids
+from envs.task_source import draw_until
 from envs.tasks import Task
 from envs.tool_calls import parse_tool_calls
 
@@ -131,18 +132,18 @@ def expert_demos(env_name: str, n: int, seed: int, recovery_fraction: float = RE
 
 
 def _extra_tasks(env_name: str, generate, n: int, seed: int, extra: dict[str, int]) -> list[Task]:
-    """``extra[kind]`` train tasks of each kind from the generator's tasks after the first ``n`` (a prefix of a
-    longer draw is the shorter draw), in the generator's order."""
+    """``extra[kind]`` train tasks of each kind from the generator's tasks after the first ``n``, in its order."""
     wanted = {kind: count for kind, count in extra.items() if count > 0}
     if not wanted:
         return []
-    drawn = n + 4 * sum(wanted.values())
-    while True:  # kinds are drawn at random: draw more until every kind asked has enough
-        later = generate(drawn, seed, "train")[n:]
-        kinds = [t.meta_value().get("kind") for t in later]
-        if all(kinds.count(k) >= c for k, c in wanted.items()) or drawn >= 64 * (n + sum(wanted.values())):
-            break
-        drawn *= 2
+
+    def kinds_after_n(tasks: list[Task]) -> list[str | None]:
+        return [t.meta_value().get("kind") for t in tasks[n:]]
+
+    asked = sum(wanted.values())
+    drawn = draw_until(generate, seed, "train", n + 4 * asked, 64 * (n + asked),
+                       lambda tasks: all(kinds_after_n(tasks).count(k) >= c for k, c in wanted.items()))
+    later, kinds = drawn[n:], kinds_after_n(drawn)
     short = {k: kinds.count(k) for k, c in wanted.items() if kinds.count(k) < c}
     if short:
         there = sorted({k for k in kinds if k})
