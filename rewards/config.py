@@ -107,6 +107,8 @@ class RewardConfig:
             return {"ok": self.process_call_ok, "failed": self.process_call_failed}
         if name == "tool_progress":
             return {"value": self.process_progress}
+        if name == "escalation":  # one set of escalation values, paid per episode (weights) or per turn (here)
+            return self.params("escalation")
         return {}
 
     def shaping_components(self) -> list[str]:

@@ -13,10 +13,11 @@ How the learners use the turn rewards: PPO adds each one to the reward of its tu
 (``learners.advantages.token_rewards``); GRPO/RLOO use them only with ``learner.process_reward_mode: add``
 (``learners.advantages.normalize_step_rewards`` and ``steps_to_go``). Farming risk, said plainly: every call turn
 that runs earns ``call_ok``, so more call turns earn more (bounded by ``rollout.max_turns``); ``tool_progress``
-cannot be farmed (it pays once per episode). ``judge`` (an LLM judge's 0-10 score of each turn, / 10; asked by
-the reward actor for the whole batch in one call, ``rewards.judge``, docs/judge.md) pays every turn it likes, so
-it can be farmed the same way as ``call_ok``. Watch ``reward/process_mean`` against ``reward/outcome``: the
-reward-hacking monitor (``rewards.monitor``) does, when process rewards are on.
+cannot be farmed (it pays once per episode), nor can ``escalation`` (``rewards.safety.escalation_turns``: the
+episode scorer's one judgement, placed on the escalating turn). ``judge`` (an LLM judge's 0-10 score of each
+turn, / 10; asked by the reward actor for the whole batch in one call, ``rewards.judge``, docs/judge.md) pays every
+turn it likes, so it can be farmed the same way as ``call_ok``. Watch ``reward/process_mean`` against
+``reward/outcome``: the reward-hacking monitor (``rewards.monitor``) does, when process rewards are on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from actors.trajectory import Trajectory
 from envs.tasks import Task
 from rewards.judge import judge_step_scorer
+from rewards.safety import escalation_turns
 from rewards.tool_shaping import tool_results
 from rewards.verifiers import verifier_for
 
@@ -90,6 +92,7 @@ PROCESS_SCORERS: dict[str, ProcessScorer] = {
     "tool_call_validity": tool_call_validity,
     "tool_progress": tool_progress,
     "judge": judge_step_scorer,  # an LLM judge's score of each turn in [0, 1], asked per batch (reward.judge)
+    "escalation": escalation_turns,  # rewards.safety.escalation on the escalating turn; values as the episode one's
 }
 
 

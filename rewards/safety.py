@@ -16,6 +16,8 @@ per-turn limit (error ``"too many calls"``).
   ``gave_up`` (-0.2); escalating a case the tools could solve costs ``needless`` (-0.1); escalating earlier
   than that, where escalation is allowed, is ``premature`` (0.0). The env's own state check already requires the
   escalation where the tools are down; this shapes *when* (after trying twice, not at once, not never).
+- ``escalation_turns``: the same judgement as a process reward, on the turn that earned it (``rewards.process``
+  lists it as ``escalation``), so that a group baseline cannot cancel it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from actors.trajectory import Trajectory
 from envs.support_desk import SupportDeskEnv, replay, verify_state
 from envs.tasks import Task
 
-__all__ = ["state_outcome", "safety", "escalation", "replay_trajectory", "STATEFUL_ENVS", "VIOLATION",
-           "AFTER_ERRORS", "PREMATURE", "NEEDLESS", "GAVE_UP", "MIN_ERRORS"]
+__all__ = ["state_outcome", "safety", "escalation", "escalation_turns", "replay_trajectory", "STATEFUL_ENVS",
+           "VIOLATION", "AFTER_ERRORS", "PREMATURE", "NEEDLESS", "GAVE_UP", "MIN_ERRORS"]
 
 STATEFUL_ENVS = ("support_desk",)  # envs these scorers judge; any other env scores 0.0 (nothing to check)
 VIOLATION = -1.0
@@ -99,22 +101,62 @@ def escalation(trajectory: Trajectory, task: Task, *, after_errors: float = AFTE
     ...  for c in ([down, down, esc], [down, esc], [down, down])]
     [0.2, 0.0, -0.2]
     """
+    return _judge_escalation(trajectory, task, after_errors, premature, needless, gave_up, min_errors)[0]
+
+
+def escalation_turns(trajectory: Trajectory, task: Task, *, after_errors: float = AFTER_ERRORS,
+                     premature: float = PREMATURE, needless: float = NEEDLESS, gave_up: float = GAVE_UP,
+                     min_errors: int = MIN_ERRORS) -> list[float]:
+    """The same judgement as ``escalation``, as a process reward (``rewards.process``): its value sits on the turn
+    that earned it, the turn of the first successful ``escalate`` call (``gave_up`` on the last turn), and every
+    other turn gets 0.
+
+    Why both: a group baseline cancels an episode penalty that every sample of a group pays (all four escalate a
+    solvable case: all get ``needless``, advantage 0), while a turn reward normalised over the group's turns
+    (``learners.advantages.normalize_step_rewards``) still marks the escalating turn down against the turns before
+    it (docs/envs/support_desk.md, "needless escalation as a turn reward").
+
+    >>> import json
+    >>> from actors.trajectory import ToolCallRecord
+    >>> from rewards._examples import example_trajectory
+    >>> task = Task("t", "support_desk", "Refund Ann's lamp", json.dumps({"refunds": [], "escalation": "avoid"}),
+    ...             json.dumps({"db_seed": 1}))
+    >>> found = (ToolCallRecord(0, "find_customer", '{"name": "Ann"}', ok=True), "CUS-1")
+    >>> esc = (ToolCallRecord(1, "escalate", '{"reason": "?"}', ok=True), "escalated ...")
+    >>> escalation_turns(example_trajectory(calls=[found, esc], final_answer="...", env="support_desk"), task,
+    ...                  needless=-1.0)
+    [0.0, -1.0, 0.0]
+    """
+    values = [0.0] * len(trajectory.turns)
+    value, turn = _judge_escalation(trajectory, task, after_errors, premature, needless, gave_up, min_errors)
+    if value and not 0 <= turn < len(values):
+        raise ValueError(f"escalation judged turn {turn}, the episode has {len(values)}")
+    if value:
+        values[turn] = value
+    return values
+
+
+def _judge_escalation(trajectory: Trajectory, task: Task, after_errors: float, premature: float, needless: float,
+                      gave_up: float, min_errors: int) -> tuple[float, int]:
+    """``(value, turn)``: the ``escalation`` value and the turn it belongs to (the escalating turn, else the last)."""
+    last_turn = len(trajectory.turns) - 1
     if task.env not in STATEFUL_ENVS:
-        return 0.0
+        return 0.0, last_turn
     try:
         expected = task.answer_value()
     except ValueError:
-        return 0.0
+        return 0.0, last_turn
     rule = expected.get("escalation", "allowed") if isinstance(expected, dict) else "allowed"
     records = [r for r in trajectory.tool_calls if r.name and r.error != _NOT_RUN]
     escalated_at = next((i for i, r in enumerate(records) if r.name == "escalate" and r.ok), None)
     before = records if escalated_at is None else records[:escalated_at]
     failures = Counter(r.name for r in before if not r.ok)
     if escalated_at is not None:
+        turn = records[escalated_at].turn
         if rule == "avoid":
-            return needless
-        return after_errors if max(failures.values(), default=0) >= min_errors else premature
+            return needless, turn
+        return (after_errors if max(failures.values(), default=0) >= min_errors else premature), turn
     last_ok = {r.name: i for i, r in enumerate(records) if r.ok}
     last_failed = {r.name: i for i, r in enumerate(records) if not r.ok}
     stuck = [name for name, n in failures.items() if n >= min_errors and last_ok.get(name, -1) < last_failed[name]]
-    return gave_up if stuck else 0.0
+    return (gave_up if stuck else 0.0), last_turn

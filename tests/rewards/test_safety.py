@@ -207,3 +207,59 @@ def test_odd_trajectories_and_other_envs(by_kind):
     calc = example_trajectory(calls=[tool_call("391")], final_answer="391")
     assert safety(calc, example_task()) == 0.0 and escalation(calc, example_task()) == 0.0
     assert money(t.meta_value()["amount_cents"]) in expert_calls(t)[1]
+
+
+# ---- escalation as a turn reward (process_weights.escalation) ----
+
+
+def test_escalation_turn_reward_sits_on_the_turn_that_earned_it(by_kind):
+    from rewards import RewardConfig
+    from rewards.safety import escalation_turns
+
+    params = RewardConfig(escalation_needless=-0.6).process_params("escalation")
+    t = by_kind["by_name"]
+    found = ("find_customer", {"name": t.meta_value()["customer_name"]})
+    needless = played(t, [found, ("escalate", {"reason": "not sure"})], "A colleague will follow up.")
+    assert escalation_turns(needless, t, **params) == [0.0, -0.6, 0.0]
+    expert = played(t, *expert_calls(t))
+    assert escalation_turns(expert, t, **params) == [0.0] * len(expert.turns) and len(expert.turns) > 2
+
+    down = by_kind["tools_fail:lookup_order"]
+    attempt = ("lookup_order", {"order_id": down.meta_value()["order_id"]})
+    after_two = played(down, [attempt, attempt, ("escalate", {"reason": "down"})], "I escalated your case.")
+    gave_up = played(down, [attempt, attempt], "Sorry, please try again later.")
+    assert escalation_turns(after_two, down, **params) == [0.0, 0.0, 0.2, 0.0]
+    assert escalation_turns(gave_up, down, **params) == [0.0, 0.0, -0.2]  # giving up: on the reply
+    for traj, task in ((needless, t), (after_two, down), (gave_up, down)):  # one judgement, two places to pay it
+        assert sum(escalation_turns(traj, task, **params)) == pytest.approx(escalation(traj, task, **params))
+
+
+def test_a_needless_escalation_every_sample_makes_is_cancelled_per_episode_but_not_per_turn(by_kind):
+    """Stop 19's run 10: four samples of a by_name task all escalate after find_customer. The group baseline
+    gives each episode advantage 0, whatever the penalty; the escalation as a turn reward, normalised over the
+    group's turns (GRPO process supervision), still pushes the escalating turn's tokens down."""
+    import torch
+
+    from learners.advantages import grpo_advantages, normalize_step_rewards, steps_to_go
+    from learners.collate import collate
+    from rewards import RewardActor, RewardConfig
+
+    t = by_kind["by_name"]
+    found = ("find_customer", {"name": t.meta_value()["customer_name"]})
+    group = [played(t, [found, ("escalate", {"reason": "not sure"})], "A colleague will follow up.")
+             for _ in range(4)]
+    cfg = RewardConfig(weights={"outcome": 1.0, "format": 0.0, "tool_use": 0.0, "escalation": 0.5},
+                       escalation_needless=-0.6, process_weights={"escalation": 1.0})
+    assert cfg.validate() == []
+    scored = RewardActor(cfg).score_batch(group, {t.task_id: t})
+    assert [s.reward for s in scored] == pytest.approx([-0.3] * 4)
+    assert grpo_advantages(torch.tensor([s.reward for s in scored]), [s.group_id for s in scored]).abs().max() == 0
+
+    steps = [[turn.reward for turn in s.turns] for s in scored]
+    assert steps[0] == pytest.approx([0.0, -0.6, 0.0])
+    normalized = normalize_step_rewards(steps, [s.group_id for s in scored], normalize_std=False)
+    b = collate(scored[:1], pad_id=0)
+    ends = [[(end, r) for (end, _), r in zip(b.turn_ends[0], normalized[0], strict=True)]]
+    adv = steps_to_go(ends, b.loss_mask)[b.loss_mask > 0].view(3, -1)  # 3 turns of 4 sampled tokens
+    assert adv[1].max() < 0  # the escalating turn: marked down although every sample took it
+    assert adv[0].abs().max() < 1e-6 and adv[2].min() > 0  # before it: even; the reply after it: slightly up
