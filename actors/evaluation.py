@@ -34,14 +34,22 @@ def evaluate_batch(trajectories: Sequence[Trajectory]) -> dict:
     out = {"tasks": len(per_task), "success": sum(per_task.values()) / max(1, len(per_task)),
            "valid_first_call": sum(bool(c and c.ok and c.strict) for c in first) / max(1, len(first)),
            "solved": per_task}
+    by_kind = success_by_kind(trajectories)
+    if by_kind:
+        out["success_by_kind"] = by_kind
+    return out
+
+
+def success_by_kind(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Outcome success rate per task kind (the task's ``meta.kind``, carried in ``task_extra``), over episodes;
+    empty when no task names a kind (calculator). Training logs it per step (``success/<kind>``): a kind that is
+    never solved in sampled episodes gives GRPO nothing to reinforce, whatever greedy eval says."""
     kinds: dict[str, list[bool]] = {}
     for t in trajectories:
         kind = json.loads(t.task_extra or "{}").get("meta", {}).get("kind")
         if kind is not None:
-            kinds.setdefault(str(kind), []).append(per_task[t.task_id])
-    if kinds:
-        out["success_by_kind"] = {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
-    return out
+            kinds.setdefault(str(kind), []).append(t.reward_breakdown.get("outcome", t.reward) >= 1.0)
+    return {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
 
 
 def mcnemar_p(gained: int, lost: int) -> float:

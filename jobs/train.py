@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from actors.evaluation import paired
+from actors.evaluation import paired, success_by_kind
 from actors.remote import judge_for, start_reward_actor, start_rollout_pool, start_rollout_workers
 from cluster.connect import connect
 from cluster.plan import ensure_fits, plan_for
@@ -196,12 +196,14 @@ def _sync_metrics(report: dict) -> dict:
 
 
 def _batch_metrics(batch) -> dict:
-    """Headline numbers and every reward component's batch mean (``reward/<key>``) and std/min/max
-    (``reward/<key>/std`` ...), process rewards included (``reward/process_mean``, ``reward/turn_reward``)."""
+    """Headline numbers (sampled success per task kind too, ``success/<kind>``) and every reward component's batch
+    mean (``reward/<key>``) and std/min/max (``reward/<key>/std`` ...), process rewards included
+    (``reward/process_mean``, ``reward/turn_reward``)."""
     summary = summarize(batch, wall_s=1.0)
     out = {"reward": summary["mean_reward"], "success": summary["success_rate"],
            "tool_call_ok": summary["tool_call_success_rate"], "turns": summary["mean_turns"],
            "sampled_tokens": summary["sampled_tokens"]}
+    out |= {f"success/{kind}": rate for kind, rate in success_by_kind(batch).items()}
     for key, value in reward_stats(batch).items():
         if key != "count":
             component, stat = key.rsplit("/", 1)

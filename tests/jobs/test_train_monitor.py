@@ -32,6 +32,21 @@ def test_batch_metrics_log_mean_std_min_max_per_component_and_process_rewards():
     assert m["reward/process_mean"] == pytest.approx(-0.025)  # turns [0.1, 0] and [-0.2, 0]
     assert m["reward/turn_reward/min"] == pytest.approx(-0.2)
     assert "reward/count" not in m
+    assert not any(k.startswith("success/") for k in m)  # calculator tasks name no kind
+
+
+def test_batch_metrics_log_sampled_success_per_task_kind():
+    """A kind GRPO never sees solved in its samples gets no positive advantage (stop 20): the log shows it."""
+    from dataclasses import replace
+
+    def episode(kind: str, outcome: float):
+        t = example_trajectory(final_answer="1")
+        return replace(t, task_extra='{"meta": {"kind": "%s"}}' % kind,
+                       reward_breakdown={"outcome": outcome, "total": outcome})
+
+    m = _batch_metrics([episode("by_name", 0.0), episode("by_name", 0.0), episode("tools_fail", 1.0),
+                        episode("tools_fail", 0.0)])
+    assert (m["success/by_name"], m["success/tools_fail"], m["success"]) == (0.0, 0.5, 0.25)
 
 
 def test_hacking_check_raises_the_flag_only_when_format_rises_as_outcome_falls():
