@@ -15,9 +15,15 @@ from actors.trajectory import Trajectory
 from envs.tasks import Task
 
 
+def succeeded(t: Trajectory) -> bool:
+    """Did the episode succeed: its verifier's outcome (``reward_breakdown["outcome"]``, else the reward) is >= 1.
+    The one definition of success that eval, training metrics and rollout summaries all count."""
+    return t.reward_breakdown.get("outcome", t.reward) >= 1.0
+
+
 def solved(trajectories: Sequence[Trajectory]) -> dict[str, bool]:
     """task_id -> solved, from one greedy episode per task."""
-    return {t.task_id: t.reward_breakdown.get("outcome", t.reward) >= 1.0 for t in trajectories}
+    return {t.task_id: succeeded(t) for t in trajectories}
 
 
 def evaluate(play: Callable[..., list[Trajectory]], tasks: Sequence[Task], version: int) -> dict:
@@ -48,7 +54,7 @@ def success_by_kind(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     for t in trajectories:
         kind = json.loads(t.task_extra or "{}").get("meta", {}).get("kind")
         if kind is not None:
-            kinds.setdefault(str(kind), []).append(t.reward_breakdown.get("outcome", t.reward) >= 1.0)
+            kinds.setdefault(str(kind), []).append(succeeded(t))
     return {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
 
 

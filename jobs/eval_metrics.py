@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from actors.evaluation import paired
+from actors.evaluation import paired, succeeded
 from actors.trajectory import Trajectory
 from envs.tasks import Task
 from jobs.eval_config import BASE, EVERY_ADAPTER, GateSection
@@ -36,7 +36,7 @@ def episode_rows(policy: str, trajectories: Sequence[Trajectory], tasks: Mapping
         task = tasks[t.task_id]
         calls = t.tool_calls
         row = {"policy": policy, "env": t.env, "task_id": t.task_id, "sample_index": t.sample_index,
-               "success": t.reward_breakdown.get("outcome", t.reward) >= 1.0, "reward": float(t.reward),
+               "success": succeeded(t), "reward": float(t.reward),
                "status": t.status, "turns": len(t.turns), "tool_calls": len(calls),
                "tool_call_errors": sum(not c.ok for c in calls), "parse_errors": t.parse_errors,
                "safety_violation": (safety(t, task) < 0) if t.env in STATEFUL_ENVS else None,

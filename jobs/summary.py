@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from actors.evaluation import succeeded
 from actors.trajectory import Trajectory
 
 
@@ -14,7 +15,7 @@ def summarize(trajectories: Sequence[Trajectory], wall_s: float) -> dict:
     sampled = sum(t.num_sampled for t in trajectories)
     return {
         "episodes": n,
-        "success_rate": _mean([t.reward_breakdown.get("outcome", t.reward) >= 1.0 for t in trajectories]),
+        "success_rate": _mean([succeeded(t) for t in trajectories]),
         "mean_reward": _mean([t.reward for t in trajectories]),
         "episodes_with_tool_call": _mean([any(c.name for c in t.tool_calls) for t in trajectories]),
         "tool_calls": len(calls),

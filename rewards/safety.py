@@ -129,9 +129,9 @@ def escalation_turns(trajectory: Trajectory, task: Task, *, after_errors: float 
     """
     values = [0.0] * len(trajectory.turns)
     value, turn = _judge_escalation(trajectory, task, after_errors, premature, needless, gave_up, min_errors)
-    if value and not 0 <= turn < len(values):
-        raise ValueError(f"escalation judged turn {turn}, the episode has {len(values)}")
     if value:
+        if not 0 <= turn < len(values):
+            raise ValueError(f"escalation judged turn {turn}, the episode has {len(values)}")
         values[turn] = value
     return values
 
