@@ -17,6 +17,9 @@ class TaskConfig:
     seed: int = doc(0, "generator seed")
     kinds: tuple[str, ...] = doc((), "keep only tasks whose meta.kind is one of these (support_desk names a kind per "
                                      "task, e.g. [tools_fail, handoff]); empty = every task")
+    kind_weights: dict[str, float] = doc({}, "the pool's mix by meta.kind: {by_name: 3} makes by_name tasks three "
+                                             "times as many as each other kind (kinds not named weigh 1); empty = "
+                                             "the generator's (or file's) own mix. Weights only; kinds filters")
 
     def validate(self) -> list[str]:
         from envs import ENVS
@@ -28,4 +31,8 @@ class TaskConfig:
             problems.append(f"split: unknown split {self.split!r}. Fix: use train, val or test")
         if self.num_tasks < 1:
             problems.append(f"num_tasks: must be >= 1, got {self.num_tasks}. Fix: set a positive integer")
+        bad = {kind: w for kind, w in self.kind_weights.items() if not isinstance(w, (int, float)) or w <= 0}
+        if bad:
+            problems.append(f"kind_weights: weights must be numbers > 0, got {bad}. Fix: give positive weights; "
+                            f"drop a kind with tasks.kinds")
         return problems
