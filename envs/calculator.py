@@ -15,9 +15,9 @@ import random
 import re
 from collections.abc import Callable
 
-from envs.base import StepResult, Tool, ToolError, call_tool
+from envs.answer_env import AnswerEnv
+from envs.base import Tool, ToolError
 from envs.tasks import Task
-from envs.tool_calls import ToolCall
 
 __all__ = [
     "CalculatorEnv",
@@ -220,31 +220,17 @@ def verify(task: Task, final_answer: str) -> bool:
 # ---- the environment ----
 
 
-class CalculatorEnv:
+class CalculatorEnv(AnswerEnv):
     """One episode at a time: the model may call the calculator any number of times, then answers in text."""
 
     name = "calculator"
+    system_prompt = SYSTEM_PROMPT
 
     def __init__(self) -> None:
-        self._tools = {CALCULATOR_TOOL.name: CALCULATOR_TOOL}
-        self._task: Task | None = None
-        self._done = False
+        super().__init__([CALCULATOR_TOOL])
 
-    def reset(self, task: Task) -> tuple[list[dict], list[Tool]]:
-        self._task, self._done = task, False
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
-        return messages, list(self._tools.values())
-
-    def step(self, action: ToolCall | str) -> StepResult:
-        if self._task is None or self._done:
-            raise RuntimeError("CalculatorEnv.step called before reset() or after the episode ended")
-        if isinstance(action, ToolCall):
-            return call_tool(self._tools, action)
-        if not isinstance(action, str):
-            raise TypeError(f"action must be a ToolCall or the final answer text, got {type(action).__name__}")
-        self._done = True
-        correct = verify(self._task, action)
-        return StepResult(observation=None, reward=1.0 if correct else 0.0, done=True, info={"correct": correct})
+    def verify(self, task: Task, answer: str) -> bool:
+        return verify(task, answer)
 
 
 def scripted_expert(task: Task) -> list[dict]:

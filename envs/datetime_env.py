@@ -14,9 +14,9 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
 
-from envs.base import StepResult, Tool, ToolError, call_tool
+from envs.answer_env import AnswerEnv
+from envs.base import Tool, ToolError
 from envs.tasks import Task
-from envs.tool_calls import ToolCall
 
 __all__ = [
     "DateTimeEnv",
@@ -335,34 +335,20 @@ def _is_iso(text: str) -> bool:
 # ---- the environment ----
 
 
-class DateTimeEnv:
+class DateTimeEnv(AnswerEnv):
     """One episode at a time: the model may call the date tools any number of times, then answers in text."""
 
     name = "datetime"
+    system_prompt = SYSTEM_PROMPT
 
-    def __init__(self) -> None:
-        self._tools: dict[str, Tool] = {}
-        self._task: Task | None = None
-        self._done = False
-
-    def reset(self, task: Task) -> tuple[list[dict], list[Tool]]:
+    def tools_for(self, task: Task) -> dict[str, Tool]:
+        """``now`` reads this task's clock (``meta.now``), so a prompt's stale "today" can be checked."""
         clock = task_clock(task)
-        self._tools = {t.name: t for t in (replace(NOW_TOOL, fn=partial(now, clock)), DATE_ADD_TOOL, DATE_DIFF_TOOL,
-                                           WEEKDAY_TOOL)}
-        self._task, self._done = task, False
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
-        return messages, list(self._tools.values())
+        return {t.name: t for t in (replace(NOW_TOOL, fn=partial(now, clock)), DATE_ADD_TOOL, DATE_DIFF_TOOL,
+                                    WEEKDAY_TOOL)}
 
-    def step(self, action: ToolCall | str) -> StepResult:
-        if self._task is None or self._done:
-            raise RuntimeError("DateTimeEnv.step called before reset() or after the episode ended")
-        if isinstance(action, ToolCall):
-            return call_tool(self._tools, action)
-        if not isinstance(action, str):
-            raise TypeError(f"action must be a ToolCall or the final answer text, got {type(action).__name__}")
-        self._done = True
-        correct = verify(self._task, action)
-        return StepResult(observation=None, reward=1.0 if correct else 0.0, done=True, info={"correct": correct})
+    def verify(self, task: Task, answer: str) -> bool:
+        return verify(task, answer)
 
 
 def task_clock(task: Task) -> datetime | None:

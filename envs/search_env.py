@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
 
-from envs.base import StepResult, Tool, ToolError, call_tool
+from envs.answer_env import AnswerEnv
+from envs.base import Tool, ToolError
 from envs.tasks import Task
-from envs.tool_calls import ToolCall
 
 __all__ = ["SearchEnv", "BM25", "Corpus", "Document", "Passage", "tokenize", "read_document", "build_corpus",
            "load_corpus", "search", "open_document", "SEARCH_TOOL", "OPEN_TOOL", "SYSTEM_PROMPT", "verify",
@@ -298,33 +298,19 @@ def answer_groups(task: Task) -> list[list[str]]:
 # ---- the environment ----
 
 
-class SearchEnv:
+class SearchEnv(AnswerEnv):
     """One episode at a time: the model may search and open pages any number of times, then answers in text."""
 
     name = "search"
+    system_prompt = SYSTEM_PROMPT
 
     def __init__(self, corpus: Corpus | None = None) -> None:
         self.corpus = corpus or load_corpus()
-        self._tools = {t.name: t for t in (replace(SEARCH_TOOL, fn=partial(search, self.corpus)),
-                                           replace(OPEN_TOOL, fn=partial(open_document, self.corpus)))}
-        self._task: Task | None = None
-        self._done = False
+        super().__init__([replace(SEARCH_TOOL, fn=partial(search, self.corpus)),
+                          replace(OPEN_TOOL, fn=partial(open_document, self.corpus))])
 
-    def reset(self, task: Task) -> tuple[list[dict], list[Tool]]:
-        self._task, self._done = task, False
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
-        return messages, list(self._tools.values())
-
-    def step(self, action: ToolCall | str) -> StepResult:
-        if self._task is None or self._done:
-            raise RuntimeError("SearchEnv.step called before reset() or after the episode ended")
-        if isinstance(action, ToolCall):
-            return call_tool(self._tools, action)
-        if not isinstance(action, str):
-            raise TypeError(f"action must be a ToolCall or the final answer text, got {type(action).__name__}")
-        self._done = True
-        correct = verify(self._task, action)
-        return StepResult(observation=None, reward=1.0 if correct else 0.0, done=True, info={"correct": correct})
+    def verify(self, task: Task, answer: str) -> bool:
+        return verify(task, answer)
 
 
 def _doc_json(doc: Document) -> str:

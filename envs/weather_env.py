@@ -27,11 +27,11 @@ from collections import Counter
 from dataclasses import replace
 from datetime import date
 
-from envs.base import StepResult, Tool, ToolError, call_tool
+from envs.answer_env import AnswerEnv
+from envs.base import Tool, ToolError
 from envs.calculator import CALCULATOR_TOOL
 from envs.datetime_env import parse_date
 from envs.tasks import Task
-from envs.tool_calls import ToolCall
 
 __all__ = ["WeatherEnv", "WeatherService", "weather", "draw_failures", "failure_of", "GET_WEATHER_TOOL",
            "SYSTEM_PROMPT", "verify", "read_temperature", "CITIES", "TRANSIENT", "PERMANENT", "MAX_RETRIES",
@@ -300,18 +300,18 @@ def _valid_lookup(entry: object) -> bool:
             and all(f in (*TRANSIENT, PERMANENT) for f in entry.get("failures", [])))
 
 
-class WeatherEnv:
+class WeatherEnv(AnswerEnv):
     """One episode at a time: get_weather (this episode's service) and the calculator, then an answer in text."""
 
     name = "weather"
+    system_prompt = SYSTEM_PROMPT
 
     def __init__(self) -> None:
-        self._tools: dict[str, Tool] = {}
-        self._task: Task | None = None
-        self._done = False
+        super().__init__()
         self.service: WeatherService | None = None
 
-    def reset(self, task: Task) -> tuple[list[dict], list[Tool]]:
+    def tools_for(self, task: Task) -> dict[str, Tool]:
+        """get_weather runs on a service built for this task (its seed and injected failures), plus the calculator."""
         meta = task.meta_value()
         seed = meta.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -323,19 +323,8 @@ class WeatherEnv:
                              f"\"failures\": [kind, ...]}} with kinds from {', '.join((*TRANSIENT, PERMANENT))}. Fix: "
                              "write it as generate_tasks does, or leave it out for no injected failures")
         self.service = WeatherService(seed, lookups)
-        self._tools = {GET_WEATHER_TOOL.name: replace(GET_WEATHER_TOOL, fn=self.service.get_weather),
-                       CALCULATOR_TOOL.name: CALCULATOR_TOOL}
-        self._task, self._done = task, False
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
-        return messages, list(self._tools.values())
+        return {GET_WEATHER_TOOL.name: replace(GET_WEATHER_TOOL, fn=self.service.get_weather),
+                CALCULATOR_TOOL.name: CALCULATOR_TOOL}
 
-    def step(self, action: ToolCall | str) -> StepResult:
-        if self._task is None or self._done:
-            raise RuntimeError("WeatherEnv.step called before reset() or after the episode ended")
-        if isinstance(action, ToolCall):
-            return call_tool(self._tools, action)
-        if not isinstance(action, str):
-            raise TypeError(f"action must be a ToolCall or the final answer text, got {type(action).__name__}")
-        self._done = True
-        correct = verify(self._task, action)
-        return StepResult(observation=None, reward=1.0 if correct else 0.0, done=True, info={"correct": correct})
+    def verify(self, task: Task, answer: str) -> bool:
+        return verify(task, answer)
