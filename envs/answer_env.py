@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from envs.base import StepResult, Tool, call_tool
 from envs.tasks import Task
-from envs.tool_calls import ToolCall
+from envs.tool_calls import ToolCall, parse_tool_calls
 
-__all__ = ["AnswerEnv"]
+__all__ = ["AnswerEnv", "expert_transcript"]
 
 
 class AnswerEnv:
@@ -55,3 +55,18 @@ class AnswerEnv:
         self._done = True
         correct = self.verify(self._task, action)
         return StepResult(observation=None, reward=1.0 if correct else 0.0, done=True, info={"correct": correct})
+
+
+def expert_transcript(env: AnswerEnv, task: Task, expert: list[dict]) -> str:
+    """A scripted expert's messages (``expert``: what it adds after the prompt) played through ``env``, as text; every
+    tool line is the env's own observation, not the expert's copy, so the transcript shows what the env does."""
+    messages, _ = env.reset(task)
+    lines = [f"user: {messages[-1]['content']}"]
+    for message in expert:
+        if message["role"] != "assistant":
+            continue
+        lines.append(f"assistant: {message['content']}")
+        calls, _ = parse_tool_calls(message["content"])
+        step = env.step(calls[0] if calls else message["content"])
+        lines.append(f"tool: {step.observation}" if calls else f"(reward {step.reward})")
+    return "\n".join(lines)

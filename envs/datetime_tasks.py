@@ -14,6 +14,7 @@ import json
 import random
 from datetime import date, datetime, timedelta, timezone
 
+from envs.answer_env import expert_transcript
 from envs.datetime_env import (
     DATE_ADD_TOOL,
     DATE_DIFF_TOOL,
@@ -29,7 +30,6 @@ from envs.datetime_env import (
     weekday,
 )
 from envs.tasks import Task
-from envs.tool_calls import parse_tool_calls
 
 __all__ = ["KINDS", "SPLITS", "HOLIDAYS", "generate_tasks", "scripted_expert", "transcript"]
 
@@ -312,17 +312,7 @@ def transcript(task: Task) -> str:
     assistant: 2024-02-29 is a Thursday.
     (reward 1.0)
     """
-    env = DateTimeEnv()
-    messages, _ = env.reset(task)
-    lines = [f"user: {messages[-1]['content']}"]
-    for message in scripted_expert(task):
-        if message["role"] != "assistant":
-            continue  # the env's own observation is shown instead of the expert's copy
-        lines.append(f"assistant: {message['content']}")
-        calls, _ = parse_tool_calls(message["content"])
-        step = env.step(calls[0] if calls else message["content"])
-        lines.append(f"tool: {step.observation}" if calls else f"(reward {step.reward})")
-    return "\n".join(lines)
+    return expert_transcript(DateTimeEnv(), task, scripted_expert(task))
 
 
 if __name__ == "__main__":  # sample transcripts, one per kind: python -m envs.datetime_tasks

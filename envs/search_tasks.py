@@ -23,10 +23,11 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from envs.answer_env import expert_transcript
 from envs.chat import format_tool_call
 from envs.search_env import CORPUS_DIR, MAX_K, SearchEnv, answer_groups, contains_fact, load_corpus
 from envs.tasks import Task
-from envs.tool_calls import ToolCall, parse_tool_calls
+from envs.tool_calls import ToolCall
 
 __all__ = ["SPLITS", "FRAMINGS", "load_questions", "split_of", "generate_tasks", "scripted_expert", "transcript"]
 
@@ -172,17 +173,7 @@ def transcript(task: Task) -> str:
     assistant: agentrl needs Python version 3.11: the package declares `requires-python = ">=3.11,<3.12"`. [install-cpu]
     (reward 1.0)
     """
-    env = SearchEnv()
-    messages, _ = env.reset(task)
-    lines = [f"user: {messages[-1]['content']}"]
-    for message in scripted_expert(task):
-        if message["role"] != "assistant":
-            continue  # the env's own observation is shown instead of the expert's copy
-        lines.append(f"assistant: {message['content']}")
-        calls, _ = parse_tool_calls(message["content"])
-        step = env.step(calls[0] if calls else message["content"])
-        lines.append(f"tool: {step.observation}" if calls else f"(reward {step.reward})")
-    return "\n".join(lines)
+    return expert_transcript(SearchEnv(), task, scripted_expert(task))
 
 
 if __name__ == "__main__":  # sample transcripts, one easy and one hard: python -m envs.search_tasks

@@ -18,10 +18,11 @@ import random
 from datetime import date, timedelta
 from functools import lru_cache
 
+from envs.answer_env import expert_transcript
 from envs.calculator import CALCULATOR_TOOL
 from envs.chat import format_tool_call
 from envs.tasks import Task
-from envs.tool_calls import ToolCall, parse_tool_calls
+from envs.tool_calls import ToolCall
 from envs.weather_env import (
     CITIES,
     FIRST_DATE,
@@ -204,17 +205,7 @@ def transcript(task: Task) -> str:
     assistant: The high in Oslo on 2025-05-02 is 13.9 °C.
     (reward 1.0)
     """
-    env = WeatherEnv()
-    messages, _ = env.reset(task)
-    lines = [f"user: {messages[-1]['content']}"]
-    for message in scripted_expert(task):
-        if message["role"] != "assistant":
-            continue  # the env's own observation is shown instead of the expert's copy
-        lines.append(f"assistant: {message['content']}")
-        calls, _ = parse_tool_calls(message["content"])
-        step = env.step(calls[0] if calls else message["content"])
-        lines.append(f"tool: {step.observation}" if calls else f"(reward {step.reward})")
-    return "\n".join(lines)
+    return expert_transcript(WeatherEnv(), task, scripted_expert(task))
 
 
 if __name__ == "__main__":  # sample transcripts, one per kind: python -m envs.weather_tasks
