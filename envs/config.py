@@ -35,4 +35,7 @@ class TaskConfig:
         if bad:
             problems.append(f"kind_weights: weights must be numbers > 0, got {bad}. Fix: give positive weights; "
                             f"drop a kind with tasks.kinds")
+        if self.kinds and (outside := sorted(set(self.kind_weights) - set(self.kinds))):
+            problems.append(f"kind_weights: {', '.join(outside)} not in tasks.kinds {list(self.kinds)}, so no task "
+                            f"of it is kept. Fix: add it to tasks.kinds or drop its weight")
         return problems

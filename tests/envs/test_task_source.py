@@ -73,3 +73,6 @@ def test_kind_weights_from_an_override_and_bad_weights_named():
     assert cfg.tasks.kind_weights == {"by_name": 3}
     with pytest.raises(ValueError, match=r"tasks.kind_weights: weights must be numbers > 0.*Fix"):
         load_config(RunConfig, None, ["tasks.env=support_desk", "tasks.kind_weights={by_name: 0}"])
+    with pytest.raises(ValueError, match=r"tasks.kind_weights: by_name not in tasks.kinds \['handoff'\].*Fix"):
+        load_config(RunConfig, None, ["tasks.env=support_desk", "tasks.kinds=[handoff]",
+                                      "tasks.kind_weights={by_name: 2}"])
