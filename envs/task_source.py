@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from envs import ENVS, TASK_GENERATORS
@@ -49,22 +50,35 @@ def kind_counts(kinds: list[str], weights: dict[str, float], n: int) -> dict[str
     return counts
 
 
-def _kinds_of(tasks: list[Task]) -> list[str | None]:
+def kinds_of(tasks: list[Task]) -> list[str | None]:
+    """Each task's ``meta.kind`` (None where it names none)."""
     return [t.meta_value().get("kind") for t in tasks]
+
+
+def first_of_each_kind(tasks: list[Task], kinds: list[str | None], counts: dict[str, int]) -> list[Task]:
+    """The first ``counts[kind]`` tasks of each kind (``kinds``: each task's, from ``kinds_of``), in their order;
+    fewer where there are fewer, none of a kind not in ``counts``."""
+    taken = dict.fromkeys(counts, 0)
+    out = []
+    for task, kind in zip(tasks, kinds):
+        if kind in taken and taken[kind] < counts[kind]:
+            out.append(task)
+            taken[kind] += 1
+    return out
 
 
 def _wanted(tasks: list[Task], cfg: TaskConfig) -> tuple[list[str | None], dict[str, int]]:
     """Each task's kind, and the count each kind present should have (``kind_counts``) in the weighted pool."""
-    kinds = _kinds_of(tasks)
-    present = list(dict.fromkeys(k for k in kinds if k))
-    return kinds, kind_counts(sorted(present), dict(cfg.kind_weights), cfg.num_tasks)
+    kinds = kinds_of(tasks)
+    return kinds, kind_counts(sorted({k for k in kinds if k}), dict(cfg.kind_weights), cfg.num_tasks)
 
 
 def _has_enough(tasks: list[Task], cfg: TaskConfig) -> bool:
     if not cfg.kind_weights:
         return len(tasks) >= cfg.num_tasks
     kinds, counts = _wanted(tasks, cfg)
-    return set(cfg.kind_weights) <= set(counts) and all(kinds.count(k) >= c for k, c in counts.items())
+    have = Counter(kinds)
+    return set(cfg.kind_weights) <= set(counts) and all(have[k] >= c for k, c in counts.items())
 
 
 def _weighted(tasks: list[Task], cfg: TaskConfig) -> list[Task]:
@@ -75,17 +89,12 @@ def _weighted(tasks: list[Task], cfg: TaskConfig) -> list[Task]:
     if unknown:
         raise ValueError(f"tasks.kind_weights: no task of kind {', '.join(unknown)} among {len(tasks)} tasks. Fix: "
                          f"weigh kinds these tasks have: {sorted(counts) or 'none (its tasks name no meta.kind)'}")
-    short = {k: f"{kinds.count(k)} of {c}" for k, c in counts.items() if kinds.count(k) < c}
+    have = Counter(kinds)
+    short = {k: f"{have[k]} of {c}" for k, c in counts.items() if have[k] < c}
     if short:
         raise ValueError(f"tasks.kind_weights: too few tasks of some kinds for {cfg.num_tasks} tasks in that mix "
                          f"({short}). Fix: lower tasks.num_tasks or give a larger task file")
-    taken = dict.fromkeys(counts, 0)
-    out = []
-    for task, kind in zip(tasks, kinds):
-        if kind in taken and taken[kind] < counts[kind]:
-            out.append(task)
-            taken[kind] += 1
-    return out
+    return first_of_each_kind(tasks, kinds, counts)
 
 
 def draw_until(generate: Callable[..., list[Task]], seed: int, split: str, start: int, cap: int,
@@ -107,7 +116,7 @@ def _of_kinds(tasks: list[Task], cfg: TaskConfig) -> list[Task]:
     names the kinds there are."""
     if not cfg.kinds:
         return tasks
-    kinds = [t.meta_value().get("kind") for t in tasks]
+    kinds = kinds_of(tasks)
     unknown = sorted(set(cfg.kinds) - set(kinds))
     if unknown:
         there = sorted({k for k in kinds if k})

@@ -23,7 +23,7 @@ from typing import Any
 from envs import make_env
 from envs import calculator, datetime_tasks, python_env, search_tasks, support_tasks, weather_tasks
 from envs.chat import END_OF_TURN, TOOL_CALL_CLOSE, decode, format_tool_call, render, suffix_ids
-from envs.task_source import draw_until
+from envs.task_source import draw_until, first_of_each_kind, kinds_of
 from envs.tasks import Task
 from envs.tool_calls import parse_tool_calls
 
@@ -138,7 +138,7 @@ def _extra_tasks(env_name: str, generate, n: int, seed: int, extra: dict[str, in
         return []
 
     def kinds_after_n(tasks: list[Task]) -> list[str | None]:
-        return [t.meta_value().get("kind") for t in tasks[n:]]
+        return kinds_of(tasks[n:])
 
     asked = sum(wanted.values())
     drawn = draw_until(generate, seed, "train", n + 4 * asked, 64 * (n + asked),
@@ -149,13 +149,7 @@ def _extra_tasks(env_name: str, generate, n: int, seed: int, extra: dict[str, in
         there = sorted({k for k in kinds if k})
         raise ValueError(f"extra_demos: {env_name} tasks have too few of kind(s) {short} (counts found in "
                          f"{len(later)} tasks) for {wanted}. Fix: use kinds its tasks have: {there or 'none'}")
-    taken = {k: 0 for k in wanted}
-    picked = []
-    for task, kind in zip(later, kinds):
-        if kind in taken and taken[kind] < wanted[kind]:
-            taken[kind] += 1
-            picked.append(task)
-    return picked
+    return first_of_each_kind(later, kinds, wanted)
 
 
 def _mistake(env, steps: list[dict], rng: random.Random) -> list[dict]:
