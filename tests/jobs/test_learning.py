@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from actors.evaluation import paired
 from jobs.checkpoints import latest_checkpoint
-from tests.jobs.conftest import submit
+from tests.jobs.conftest import REPO, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(3000)]
-# The rest is configs/train.yaml (6 steps, lr 1e-3). A 1 GiB KV cache holds a step's 32 episodes and leaves room
+# The rest is configs/train.yaml (8 steps, lr 1e-3). A 1 GiB KV cache holds a step's 32 episodes and leaves room
 # on a 23 GiB machine next to the pytest process and two Ray clusters' daemons.
 CI_RUN = ["train.checkpoint_every=3", "rollout.kv_cache_gib=1.0"]
+STEPS = yaml.safe_load((REPO / "configs/train.yaml").read_text())["train"]["steps"]
 
 
 def test_grpo_from_the_sft_warm_start_solves_more_held_out_tasks(release_session_engine, head_cluster, sft_adapter,
@@ -35,17 +37,17 @@ def test_grpo_from_the_sft_warm_start_solves_more_held_out_tasks(release_session
     print(proc.stdout[-2500:])
 
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [0, 6] and evals[0]["tasks"] == 128
+    assert [e["step"] for e in evals] == [0, STEPS] and evals[0]["tasks"] == 128
     test = paired(evals[0]["solved"], evals[-1]["solved"])
     print(f"held-out greedy success {test['before']} -> {test['after']} of 128: +{test['gained']} -{test['lost']}, "
           f"McNemar p = {test['p_value']:.3g}")
     assert test["after"] > test["before"] and test["p_value"] < 0.01
 
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) == 6 and all(h["skipped_update"] == 0 for h in history)
+    assert len(history) == STEPS and all(h["skipped_update"] == 0 for h in history)
     assert all(h["probe_error"] < 0.002 for h in history)  # every sync verified against the learner
-    assert (run_dir / "curves.png").stat().st_size > 0 and len(list((run_dir / "trajectories").iterdir())) == 6
-    assert latest_checkpoint(run_dir).name == "step_000006"
+    assert (run_dir / "curves.png").stat().st_size > 0 and len(list((run_dir / "trajectories").iterdir())) == STEPS
+    assert latest_checkpoint(run_dir).name == f"step_{STEPS:06d}"
 
     # The release gate: the trained run through jobs.eval, which must not fall below the SFT start's success.
     eval_dir = tmp_path / "eval"
