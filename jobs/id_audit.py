@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from actors.evaluation import succeeded
 from actors.trajectory import Trajectory, read_parquet
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     paths = sys.argv[1:] if argv is None else argv
     if not paths:
         raise SystemExit("usage: python -m jobs.id_audit EPISODES.parquet ... (e.g. RUN/eval/step_00000.parquet)")
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise SystemExit(f"no episode file at {', '.join(missing)}. Fix: pass Parquet files a run wrote, e.g. "
+                         "RUN/eval/step_00000.parquet or RUN/trajectories/step_00001.parquet")
     for path in paths:
         print(path)
         for kind, (n, flagged, solved_too) in count_by_kind(read_parquet(path)).items():

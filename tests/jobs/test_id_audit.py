@@ -30,3 +30,5 @@ def test_counts_by_kind_from_a_parquet(tmp_path, capsys):
     assert "by_name               1 episodes,    1 with an invented id (0 of them solved)" in out
     with pytest.raises(SystemExit, match="usage"):
         main([])
+    with pytest.raises(SystemExit, match="no episode file at .*nope.parquet. Fix: pass Parquet files a run wrote"):
+        main([str(path), str(tmp_path / "nope.parquet")])
