@@ -10,10 +10,9 @@ may quote an example id ("order ids look like ORD-10234").
 
 Used as a process scorer (``reward.process_weights.invented_ids``), the value lands on the inventing turn, so GRPO
 with ``learner.process_reward_mode: add`` marks that turn down even when every sample of a group invents
-(docs/envs/support_desk.md). Measured
-there: at weight 1 alone it removed the shortcut and broke the other kinds (run 17); it says what not to do, not
-what to do. ``rewards.grounding`` is the search env's other grounding check: of answers, not
-arguments.
+(docs/envs/support_desk.md). Measured there: at weight 1 alone it removed the shortcut and broke the other kinds
+(run 17); it says what not to do, not what to do. ``rewards.grounding`` is the search env's other grounding check:
+of answers, not arguments.
 """
 
 from __future__ import annotations
