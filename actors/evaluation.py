@@ -46,15 +46,21 @@ def evaluate_batch(trajectories: Sequence[Trajectory]) -> dict:
     return out
 
 
+def kind_of(t: Trajectory) -> str | None:
+    """The episode's task kind: its task's ``meta.kind``, carried in ``task_extra`` (None when it names none)."""
+    kind = json.loads(t.task_extra or "{}").get("meta", {}).get("kind")
+    return None if kind is None else str(kind)
+
+
 def success_by_kind(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     """Outcome success rate per task kind (the task's ``meta.kind``, carried in ``task_extra``), over episodes;
     empty when no task names a kind (calculator). Training logs it per step (``success/<kind>``): a kind that is
     never solved in sampled episodes gives GRPO nothing to reinforce, whatever greedy eval says."""
     kinds: dict[str, list[bool]] = {}
     for t in trajectories:
-        kind = json.loads(t.task_extra or "{}").get("meta", {}).get("kind")
+        kind = kind_of(t)
         if kind is not None:
-            kinds.setdefault(str(kind), []).append(succeeded(t))
+            kinds.setdefault(kind, []).append(succeeded(t))
     return {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
 
 

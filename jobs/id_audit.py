@@ -8,11 +8,10 @@ Reads any episode Parquet (eval/, trajectories/, jobs.eval's episodes.parquet); 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from actors.evaluation import succeeded
+from actors.evaluation import kind_of, succeeded
 from actors.trajectory import Trajectory, read_parquet
 from envs.tasks import Task
 from rewards.invented_ids import invented_ids
@@ -23,7 +22,7 @@ def count_by_kind(trajectories: list[Trajectory]) -> dict[str, tuple[int, int, i
     episode's first user message."""
     counts: dict[str, list[int]] = {}
     for t in trajectories:
-        kind = str(json.loads(t.task_extra or "{}").get("meta", {}).get("kind", t.env))
+        kind = kind_of(t) or t.env
         prompt = next((m.get("content") or "" for m in t.messages if m.get("role") == "user"), "")
         flagged = any(v < 0 for v in invented_ids(t, Task(t.task_id, t.env, prompt, "{}")))
         row = counts.setdefault(kind, [0, 0, 0])

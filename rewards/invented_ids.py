@@ -22,7 +22,7 @@ import re
 
 from actors.trajectory import Trajectory
 from envs.tasks import Task
-from rewards.tool_shaping import tool_results
+from rewards.tool_shaping import call_turn, tool_results
 
 __all__ = ["ID_PATTERN", "INVENTED", "invented_ids", "argument_ids"]
 
@@ -67,13 +67,12 @@ def invented_ids(trajectory: Trajectory, task: Task, *, invented: float = INVENT
     pending: set[str] = set()  # ids from results of the current turn: usable from the next turn on
     turn_now = -1
     for record, result in zip(trajectory.tool_calls, tool_results(trajectory), strict=True):
-        if not 0 <= record.turn < len(values):
-            raise ValueError(f"tool call record points at turn {record.turn}, the episode has {len(values)}")
-        if record.turn != turn_now:
+        turn = call_turn(record, trajectory)
+        if turn != turn_now:
             seen |= pending
-            pending, turn_now = set(), record.turn
+            pending, turn_now = set(), turn
         if argument_ids(record.arguments) - seen:
-            values[record.turn] = invented
+            values[turn] = invented
         if record.ok:
             pending |= set(ID_PATTERN.findall(result))
     return values

@@ -30,7 +30,7 @@ from envs.tasks import Task
 from rewards.invented_ids import invented_ids
 from rewards.judge import judge_step_scorer
 from rewards.safety import escalation_turns
-from rewards.tool_shaping import tool_results
+from rewards.tool_shaping import call_turn, tool_results
 from rewards.verifiers import verifier_for
 
 __all__ = ["PROCESS_SCORERS", "ProcessScorer", "tool_call_validity", "tool_progress", "process_rewards",
@@ -55,9 +55,7 @@ def tool_call_validity(trajectory: Trajectory, task: Task, *, ok: float = CALL_O
     """
     per_turn: list[list[bool]] = [[] for _ in trajectory.turns]
     for record in trajectory.tool_calls:
-        if not 0 <= record.turn < len(per_turn):
-            raise ValueError(f"tool call record points at turn {record.turn}, the episode has {len(per_turn)}")
-        per_turn[record.turn].append(bool(record.ok))
+        per_turn[call_turn(record, trajectory)].append(bool(record.ok))
     return [0.0 if not oks else (ok if all(oks) else failed) for oks in per_turn]
 
 
@@ -77,12 +75,10 @@ def tool_progress(trajectory: Trajectory, task: Task, *, value: float = PROGRESS
     if trajectory.tool_calls:
         verify = verifier_for(task.env)
         for record, result in zip(trajectory.tool_calls, tool_results(trajectory), strict=True):
-            if not 0 <= record.turn < len(best_in_turn):
-                raise ValueError(f"tool call record points at turn {record.turn}, the episode has "
-                                 f"{len(best_in_turn)}")
+            turn = call_turn(record, trajectory)
             if record.ok:
                 score = min(1.0, max(0.0, float(verify(task, result))))
-                best_in_turn[record.turn] = max(best_in_turn[record.turn], score)
+                best_in_turn[turn] = max(best_in_turn[turn], score)
     out, best = [], 0.0
     for score in best_in_turn:
         out.append(value * (score - best) if score > best else 0.0)

@@ -28,13 +28,21 @@ Why these magnitudes (defaults, set in ``RewardConfig``): failed -0.2, none 0.0,
 
 from __future__ import annotations
 
-from actors.trajectory import Trajectory
+from actors.trajectory import ToolCallRecord, Trajectory
 from envs.tasks import Task
 from rewards.verifiers import verifier_for
 
-__all__ = ["tool_use", "classify_calls", "tool_results", "NONE", "FAILED", "WRONG", "CORRECT"]
+__all__ = ["tool_use", "classify_calls", "tool_results", "call_turn", "NONE", "FAILED", "WRONG", "CORRECT"]
 
 NONE, FAILED, WRONG, CORRECT = 0.0, -0.2, 0.1, 0.3
+
+
+def call_turn(record: ToolCallRecord, trajectory: Trajectory) -> int:
+    """The index into ``trajectory.turns`` of the turn that made ``record``; ValueError when it points outside the
+    episode (a per-turn scorer would otherwise credit the wrong turn or fail with an IndexError)."""
+    if not 0 <= record.turn < len(trajectory.turns):
+        raise ValueError(f"tool call record points at turn {record.turn}, the episode has {len(trajectory.turns)}")
+    return record.turn
 
 
 def tool_results(trajectory: Trajectory) -> list[str]:
