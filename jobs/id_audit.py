@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no episode file at {', '.join(missing)}. Fix: pass Parquet files a run wrote, e.g. "
                          "RUN/eval/step_00000.parquet or RUN/trajectories/step_00001.parquet")
     for path in paths:
+        try:
+            episodes = read_parquet(path)
+        except Exception as e:  # not Parquet, or another table (tasks, metrics): name it, not a pyarrow trace
+            raise SystemExit(f"{path} is not an episode file ({type(e).__name__}: {e}). Fix: pass the episodes a "
+                             "run wrote, e.g. RUN/eval/step_00000.parquet") from None
         print(path)
-        for kind, (n, flagged, solved_too) in count_by_kind(read_parquet(path)).items():
+        for kind, (n, flagged, solved_too) in count_by_kind(episodes).items():
             print(f"  {kind:18s} {n:4d} episodes, {flagged:4d} with an invented id ({solved_too} of them solved)")
 
 

@@ -32,3 +32,6 @@ def test_counts_by_kind_from_a_parquet(tmp_path, capsys):
         main([])
     with pytest.raises(SystemExit, match="no episode file at .*nope.parquet. Fix: pass Parquet files a run wrote"):
         main([str(path), str(tmp_path / "nope.parquet")])
+    (tmp_path / "notes.parquet").write_text("not parquet")
+    with pytest.raises(SystemExit, match="notes.parquet is not an episode file .*Fix: pass the episodes a run wrote"):
+        main([str(tmp_path / "notes.parquet")])
