@@ -5,7 +5,7 @@
 - ``null``: RL starts from the base model (the untrained SmolLM2 almost never calls a tool; expect no signal);
 - a directory: a PEFT adapter (e.g. what ``python -m jobs.sft`` printed);
 - ``sft`` or ``sft:<config.yaml>``: the SFT recipe (default ``configs/sft.yaml``) for this model. Its adapter is
-  trained on first use and cached under ``$AGENTRL_CACHE/sft/<recipe hash>``, so ``python -m jobs.train`` is
+  trained on first use and cached under ``$AGENTRL_CACHE/sft/<hash of the recipe and its demos>``, so ``python -m jobs.train`` is
   SFT -> RL in one command and later runs (and the tests) reuse the same adapter.
 """
 
@@ -78,6 +78,20 @@ def _warm_started_model(spec: str | None, model: str) -> str:
     return str(merged_model(base, adapter) if adapter else base)
 
 
+def demos_digest(cfg) -> str:
+    """A hash of the demonstrations the recipe trains on: the file's bytes, or the scripted expert's conversations.
+    Part of the cache key, so a changed env prompt, tool schema or expert retrains the warm start instead of
+    reusing an adapter trained on other text (building 128 support-desk demos takes under a second)."""
+    from learners.sft_data import expert_demos
+
+    if cfg.demos_path:
+        data = Path(cfg.demos_path).expanduser().read_bytes()
+    else:
+        demos = expert_demos(cfg.env, cfg.num_demos, cfg.seed, cfg.recovery_fraction, cfg.extra_demos)
+        data = json.dumps(demos, sort_keys=True, default=str).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
 def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
     """Train the recipe's adapter once per (recipe, model) and cache it; concurrent callers train it once."""
     from dataclasses import replace
@@ -87,7 +101,7 @@ def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
     from learners.sft import SFTConfig, train_sft
 
     cfg = replace(load_config(SFTConfig, recipe), model=model, check_tasks=0, out_dir=None)
-    key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256((json.dumps(to_dict(cfg), sort_keys=True) + demos_digest(cfg)).encode()).hexdigest()[:12]
     target = cache_root() / "sft" / f"{Path(recipe).stem}-{key}"
 
     def build() -> None:

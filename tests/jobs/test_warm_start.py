@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.config import EvalSection, TrainSection
-from jobs.warm_start import DEFAULT_RECIPE, check_init_adapter, recipe_path, warm_start_adapter
+from jobs.warm_start import DEFAULT_RECIPE, check_init_adapter, demos_digest, recipe_path, warm_start_adapter
+from learners.sft import SFTConfig
 
 
 def test_specs_resolve_to_recipes_or_directories(tmp_path):
@@ -16,6 +17,23 @@ def test_specs_resolve_to_recipes_or_directories(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     assert warm_start_adapter(str(tmp_path), "smollm2-135m") == str(tmp_path.resolve())
     assert check_init_adapter(str(tmp_path)) == [] and check_init_adapter("sft") == []
+
+
+def test_the_cache_key_follows_the_demonstrations_not_only_the_recipe(tmp_path, monkeypatch):
+    """A changed env prompt (or tool schema, or expert) must retrain the cached warm start: the same recipe file
+    over other demo text is another adapter."""
+    import envs.support_desk as support_desk
+
+    cfg = SFTConfig(env="support_desk", num_demos=4)
+    before = demos_digest(cfg)
+    assert demos_digest(cfg) == before  # deterministic
+    monkeypatch.setitem(support_desk.AGENT_PROMPTS, "support", support_desk.AGENT_PROMPTS["support"] + " Be brief.")
+    assert demos_digest(cfg) != before
+    path = tmp_path / "demos.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}]}\n')
+    from_file = demos_digest(SFTConfig(demos_path=str(path)))
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}]}\n')
+    assert demos_digest(SFTConfig(demos_path=str(path))) != from_file
 
 
 def test_bad_specs_name_the_fix(tmp_path):
