@@ -74,8 +74,10 @@ _RULES = ("Never guess ids. Refund only an order that exists, only to its owner,
           "otherwise tell the customer why. If a tool fails twice, escalate to a human; do not give up. End with a "
           "plain-text reply to the customer.")
 AGENT_PROMPTS: dict[str, str] = {
-    "support": "You are a support agent for an online shop. To refund: lookup_order (or find_customer, then "
-               "get_customer), then issue_refund with the order id, customer id and amount in dollars. " + _RULES,
+    "support": "You are a support agent for an online shop. To refund: lookup_order with the order id the customer "
+               "gave, then issue_refund with the order id, customer id and amount in dollars. A customer who gives "
+               "only a name: find_customer with that name, then get_customer, and refund the order of theirs that "
+               "matches the item. " + _RULES,
     "triage": "You are the triage agent of an online shop. Look the case up, then hand refunds to billing with "
               "handoff (order id, customer id, amount); you cannot refund. " + _RULES,
     "billing": "You are the billing agent; triage handed you this case (above). Issue the refund with issue_refund "
