@@ -5,8 +5,8 @@
 - ``null``: RL starts from the base model (the untrained SmolLM2 almost never calls a tool; expect no signal);
 - a directory: a PEFT adapter (e.g. what ``python -m jobs.sft`` printed);
 - ``sft`` or ``sft:<config.yaml>``: the SFT recipe (default ``configs/sft.yaml``) for this model. Its adapter is
-  trained on first use and cached under ``$AGENTRL_CACHE/sft/<hash of the recipe and its demos>``, so ``python -m jobs.train`` is
-  SFT -> RL in one command and later runs (and the tests) reuse the same adapter.
+  trained on first use and cached under ``$AGENTRL_CACHE/sft/<hash of the recipe and its demos>``, so
+  ``python -m jobs.train`` is SFT -> RL in one command and later runs (and the tests) reuse the same adapter.
 """
 
 from __future__ import annotations
