@@ -79,21 +79,18 @@ def _warm_started_model(spec: str | None, model: str) -> str:
 
 
 def demos_digest(cfg) -> str:
-    """A hash of the demonstrations the recipe trains on: the file's bytes, or the scripted expert's conversations.
-    Part of the cache key, so a changed env prompt, tool schema or expert retrains the warm start instead of
-    reusing an adapter trained on other text (building 128 support-desk demos takes under a second)."""
-    from learners.sft_data import expert_demos
+    """A hash of the conversations the recipe trains on (``learners.sft.recipe_demos``: its demo file's, or the
+    scripted expert's). Part of the cache key, so a changed env prompt, tool schema, expert or demo file retrains
+    the warm start instead of reusing an adapter trained on other text (128 support-desk demos build in under a
+    second)."""
+    from learners.sft import recipe_demos
 
-    if cfg.demos_path:
-        data = Path(cfg.demos_path).expanduser().read_bytes()
-    else:
-        demos = expert_demos(cfg.env, cfg.num_demos, cfg.seed, cfg.recovery_fraction, cfg.extra_demos)
-        data = json.dumps(demos, sort_keys=True, default=str).encode()
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(json.dumps(recipe_demos(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
-    """Train the recipe's adapter once per (recipe, model) and cache it; concurrent callers train it once."""
+    """Train the recipe's adapter once per (recipe, model, demonstrations) and cache it; concurrent callers train
+    it once."""
     from dataclasses import replace
 
     from cluster.model import build_once, cache_root, resolve_model

@@ -32,7 +32,7 @@ from learners.sft_data import (
     read_openai_demos,
 )
 
-__all__ = ["SFTConfig", "train_sft", "build_examples", "collate", "check_tool_calls"]
+__all__ = ["SFTConfig", "train_sft", "recipe_demos", "build_examples", "collate", "check_tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -98,13 +98,16 @@ class SFTConfig:
         return problems
 
 
+def recipe_demos(cfg: SFTConfig) -> list[list[dict]]:
+    """The conversations the recipe trains on: its demo file's, or the env's scripted expert's."""
+    if cfg.demos_path:
+        return read_openai_demos(cfg.demos_path)
+    return expert_demos(cfg.env, cfg.num_demos, cfg.seed, cfg.recovery_fraction, cfg.extra_demos)
+
+
 def build_examples(cfg: SFTConfig, tokenizer) -> tuple[list[SFTExample], int]:
     """The tokenized demonstrations that fit ``max_len``, and how many were skipped as too long."""
-    if cfg.demos_path:
-        demos = read_openai_demos(cfg.demos_path)
-    else:
-        demos = expert_demos(cfg.env, cfg.num_demos, cfg.seed, cfg.recovery_fraction, cfg.extra_demos)
-    examples = [example_from_messages(tokenizer, m) for m in demos]
+    examples = [example_from_messages(tokenizer, m) for m in recipe_demos(cfg)]
     kept = [e for e in examples if len(e) <= cfg.max_len and any(e.loss_mask)]
     return kept, len(examples) - len(kept)
 
