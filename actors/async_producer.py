@@ -103,5 +103,5 @@ class AsyncProducer:
     def _tasks(self, start: int, end: int) -> list:
         from actors.rollout_pool import TaskCursor
 
-        cursor = TaskCursor(self.pool.cursor.num_tasks, self.pool.cursor.seed, start)
+        cursor = TaskCursor(self.pool.cursor.num_tasks, self.pool.cursor.seed, start, strata=self.pool.cursor.strata)
         return [self.pool.tasks[i] for i in cursor.take(end - start)]

@@ -85,9 +85,10 @@ def start_judge_actor(model: str, cfg: RolloutConfig):
 
 
 def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_step: int, seed: int,
-                       engine_dtype: str, out_dir: str, respawn: tuple[str, RolloutConfig] | None = None,
-                       reward_cfg=None, judge=None, max_staleness: int = 0, last_step: int | None = None,
-                       placement: Placement | None = None, placement_timeout_s: float = 300.0):
+                       strata: tuple | None = None, engine_dtype: str, out_dir: str,
+                       respawn: tuple[str, RolloutConfig] | None = None, reward_cfg=None, judge=None,
+                       max_staleness: int = 0, last_step: int | None = None, placement: Placement | None = None,
+                       placement_timeout_s: float = 300.0):
     """The pool runs requests from several learner ranks at once (they block on the same step's batch). It starts
     replacement workers and reward actors into ``placement``'s bundles; a worker not placed within
     ``placement_timeout_s`` is left out (the pool goes on with fewer)."""
@@ -97,6 +98,6 @@ def start_rollout_pool(workers: list, reward_actor, tasks: list, *, tasks_per_st
 
     return ray.remote(RolloutPool).options(num_cpus=POOL_CPUS, max_concurrency=8,
                                            **(placement or NO_PLACEMENT).options("pool")).remote(
-        workers, reward_actor, tasks, tasks_per_step=tasks_per_step, seed=seed, engine_dtype=engine_dtype,
-        out_dir=out_dir, respawn=respawn, reward_cfg=reward_cfg, judge=judge, max_staleness=max_staleness,
-        last_step=last_step, placement=placement, placement_timeout_s=placement_timeout_s)
+        workers, reward_actor, tasks, tasks_per_step=tasks_per_step, seed=seed, strata=strata,
+        engine_dtype=engine_dtype, out_dir=out_dir, respawn=respawn, reward_cfg=reward_cfg, judge=judge,
+        max_staleness=max_staleness, last_step=last_step, placement=placement, placement_timeout_s=placement_timeout_s)

@@ -26,13 +26,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from actors.adapters import checksum
 from actors.config import ENGINE_DTYPES, RolloutConfig
 from actors.evaluation import evaluate_batch
 from actors.scoring import score_with_retries
+from actors.task_order import TaskCursor
 from actors.trajectory import Trajectory, write_parquet
 from actors.worker_set import WorkerSet
 from envs.tasks import Task
@@ -42,30 +42,9 @@ class SyncError(RuntimeError):
     """A rollout worker does not serve what the learner sent; the run must not go on sampling a stale policy."""
 
 
-@dataclass
-class TaskCursor:
-    """Walks the task list in epochs; a new seeded order each epoch, so resume replays exactly."""
-
-    num_tasks: int
-    seed: int
-    position: int = 0
-
-    def take(self, n: int) -> list[int]:
-        import random
-
-        out = []
-        while len(out) < n:
-            epoch, offset = divmod(self.position, self.num_tasks)
-            order = list(range(self.num_tasks))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-            out.append(order[offset])
-            self.position += 1
-        return out
-
-
 class RolloutPool:
     def __init__(self, workers: Sequence, reward_actor, tasks: Sequence[Task], *, tasks_per_step: int,
-                 seed: int, engine_dtype: str = "float32", out_dir: str | None = None,
+                 seed: int, strata: tuple | None = None, engine_dtype: str = "float32", out_dir: str | None = None,
                  respawn: tuple[str, RolloutConfig] | None = None, reward_cfg=None, judge=None,
                  max_staleness: int = 0, last_step: int | None = None, placement=None,
                  placement_timeout_s: float = 300.0):
@@ -74,7 +53,8 @@ class RolloutPool:
         hangs (actors/scoring.py); None = defaults and no replacement. ``max_staleness`` > 0: async mode
         (actors/async_producer.py), batches played ahead up to step ``last_step``. ``placement``: the run's held
         placement group (cluster.plan.Placement); a replacement takes the dead actor's bundle, and waits at most
-        ``placement_timeout_s`` for room (actors/worker_set.py)."""
+        ``placement_timeout_s`` for room (actors/worker_set.py). ``strata``: a kind per task, to play the tasks in a
+        stratified order (actors/task_order.py); None = a plain shuffle."""
         import ray
 
         from actors.async_producer import AsyncProducer
@@ -91,7 +71,7 @@ class RolloutPool:
         self.tasks = list(tasks)
         self.by_id = {t.task_id: t for t in self.tasks}
         self.tasks_per_step = tasks_per_step
-        self.cursor = TaskCursor(len(self.tasks), seed)
+        self.cursor = TaskCursor(len(self.tasks), seed, strata=strata)  # strata: a kind per task, or None
         self.out_dir = Path(out_dir) if out_dir else None
         self.version = 0
         self.consumed_position = 0  # cursor position after the last batch handed out

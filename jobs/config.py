@@ -40,6 +40,9 @@ class TrainSection:
     max_failures: int = doc(2, "learner-group restarts from the latest checkpoint before the run fails")
     mode: str = doc("sync", "sync: play, score, update, sync, in turn. async: the rollout pool plays the next batches "
                             "with the newest adapter while the learner trains (docs/performance.md)")
+    stratify_kinds: bool = doc(False, "spread each epoch's task order by meta.kind, so every step's tasks hold each "
+                                      "kind in about its share of the pool (actors/task_order.py); off: a plain "
+                                      "shuffle, whose per-step mix swings with few tasks a step")
     max_staleness: int = doc(0, "async: the most adapter versions a trajectory may lag the learner when it trains on "
                                 "it (older batches are played again, counted); 1 = one-step off-policy. 0 in sync")
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from actors.evaluation import paired, success_by_kind
 from actors.remote import judge_for, start_reward_actor, start_rollout_pool, start_rollout_workers
+from actors.task_order import strata_for
 from cluster.connect import connect
 from cluster.plan import ensure_fits, plan_for
-from envs.task_source import load_tasks
+from envs.task_source import kinds_of, load_tasks
 from jobs.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
 from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(ConfigError(cfg.training_problems()), file=sys.stderr)
         return 2
     tasks = load_tasks(cfg.tasks)
+    strata = strata_for(kinds_of(tasks), cfg.train.stratify_kinds)  # before any actor starts: fails fast
     run_dir = make_run_dir(cfg)
     resume_from = latest_checkpoint(run_dir) if args.resume else None
     print(f"run directory: {run_dir}" + (f" (resuming from {resume_from})" if resume_from else ""))
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     judge = judge_for(cfg.reward, rollout, workers)  # reward.judge: none, the rollout engine's base, or its own actor
     pool = start_rollout_pool(workers, start_reward_actor(cfg.reward, judge=judge, placement=placement), tasks,
                               tasks_per_step=cfg.train.tasks_per_step,
-                              seed=cfg.tasks.seed, engine_dtype=rollout.dtype,
+                              seed=cfg.tasks.seed, strata=strata, engine_dtype=rollout.dtype,
                               out_dir=str(run_dir / "trajectories"), respawn=(model_path, rollout),
                               reward_cfg=cfg.reward, judge=judge, max_staleness=cfg.train.max_staleness,
                               last_step=cfg.train.steps - 1, placement=placement,
