@@ -101,7 +101,7 @@ class AsyncProducer:
                 self.cond.notify_all()
 
     def _tasks(self, start: int, end: int) -> list:
-        from actors.rollout_pool import TaskCursor
+        from dataclasses import replace
 
-        cursor = TaskCursor(self.pool.cursor.num_tasks, self.pool.cursor.seed, start, strata=self.pool.cursor.strata)
+        cursor = replace(self.pool.cursor, position=start)  # the pool's cursor (seed, strata) moved to ``start``
         return [self.pool.tasks[i] for i in cursor.take(end - start)]

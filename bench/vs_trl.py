@@ -72,7 +72,7 @@ def overrides_for(args) -> list[str]:
 
 def task_order(cfg) -> list:
     """The tasks our pool plays, step by step: its task list walked by its seeded cursor."""
-    from actors.rollout_pool import TaskCursor
+    from actors.task_order import TaskCursor
     from envs.task_source import load_tasks
 
     tasks = load_tasks(cfg.tasks)

@@ -70,7 +70,7 @@ def test_a_killed_learner_resumes_exactly_from_its_checkpoint(head_cluster, sft_
     assert all(h["worker_deaths"] == 0 and h["skipped_update"] == 0 for h in history)
 
     # Episodes lost = 0: the task ids played are exactly the ones the cursor scheduled, each SAMPLES times.
-    from actors.rollout_pool import TaskCursor
+    from actors.task_order import TaskCursor
     from actors.trajectory import read_parquet
     from envs.task_source import load_tasks
     from jobs.config import RunConfig
