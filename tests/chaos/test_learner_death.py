@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from collections import Counter
 import psutil
 import pytest
 
-from tests.jobs.conftest import head_cluster, submit  # noqa: F401  (head_cluster: a fixture)
+from tests.jobs.conftest import BIN, head_cluster, submit  # noqa: F401  (head_cluster: a fixture)
 
 # slow: its own Ray cluster, engine and two learner starts (~4 min); CI runs it in its second stage (.ci/run)
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -31,6 +32,16 @@ RUN = ["--config", "configs/train.yaml", f"train.steps={STEPS}", f"train.tasks_p
 def _reported_to_ray_train(run_dir, step: int) -> bool:
     """Ray Train holds a checkpoint of ``step`` (what its FailureConfig restarts from)."""
     return any(json.loads(p.read_text())["step"] == step for p in (run_dir / "ray_train").rglob("step.json"))
+
+
+def _pool_playing_a_batch(env: dict, address: str) -> bool:
+    """The rollout pool is inside ``get_batch`` (Ray's task list, via the CLI that holds the cluster's token).
+    Once checkpoint 1 is reported, that is step 2's batch: the learner has asked for it and the pool plays it. A
+    kill before the ask would leave no batch in flight to keep (the CI failure of stop 22: 0 kept)."""
+    proc = subprocess.run([str(BIN / "ray"), "list", "tasks", "--address", address, "--format", "json",
+                           "--filter", "name=RolloutPool.get_batch", "--filter", "state=RUNNING"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0 and bool(json.loads(proc.stdout or "[]"))
 
 
 def _learner_workers() -> list[psutil.Process]:
@@ -50,7 +61,8 @@ def test_a_killed_learner_resumes_exactly_from_its_checkpoint(head_cluster, sft_
                                                                     timeout=1300)))
     job.start()
     deadline = time.monotonic() + 900
-    while not _reported_to_ray_train(run_dir, 1):  # step 1 trained, synced, checkpointed; step 2's batch is next
+    # Step 1 trained, synced, checkpointed, and step 2's batch being played: the kill lands in the batch in flight.
+    while not (_reported_to_ray_train(run_dir, 1) and _pool_playing_a_batch(env, address)):
         assert job.is_alive() and time.monotonic() < deadline, result.get("proc")
         time.sleep(0.5)
     workers = _learner_workers()
