@@ -32,7 +32,7 @@ from actors.adapters import checksum
 from actors.config import ENGINE_DTYPES, RolloutConfig
 from actors.evaluation import evaluate_batch
 from actors.scoring import score_with_retries
-from actors.task_order import TaskCursor
+from actors.task_order import TaskCursor, resume_mismatch
 from actors.trajectory import Trajectory, write_parquet
 from actors.worker_set import WorkerSet
 from envs.tasks import Task
@@ -251,13 +251,18 @@ class RolloutPool:
         """The task cursor after the last batch handed to the learner (in async mode the producer is ahead), and
         the adapter the workers serve (a checkpoint saves this after its sync: the checkpoint's own adapter)."""
         return {"position": self.consumed_position, "seed": self.cursor.seed, "version": self.version,
-                "adapter_checksum": self._served_checksum()}
+                "adapter_checksum": self._served_checksum(), "num_tasks": self.cursor.num_tasks,
+                "order": self.cursor.order}
 
     def load_cursor_state(self, state: Mapping) -> None:
         """Rewind to a checkpoint's cursor. A learner restarted by Ray Train (the pool outlived it) asks for the
         step after its checkpoint again: if the pool already played that step's batch from the same cursor with
         the checkpoint's adapter (the learner died while it played or learned), the batch is kept, so no episode
-        is lost or played twice and the run goes on as if never interrupted. Other batches are thrown away."""
+        is lost or played twice and the run goes on as if never interrupted. Other batches are thrown away.
+        A state saved over another pool size or order is refused (``resume_mismatch``); nothing is changed then."""
+        if (problem := resume_mismatch(state, self.cursor)) is not None:
+            raise ValueError(problem)
+
         def load():
             position, seed = int(state["position"]), int(state["seed"])
             kept = {k: v for k, v in self._played.items()

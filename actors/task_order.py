@@ -10,10 +10,10 @@ of the pool (within about one task), and the epoch is still a permutation of the
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["TaskCursor", "stratified_order", "strata_for"]
+__all__ = ["TaskCursor", "stratified_order", "strata_for", "resume_mismatch"]
 
 
 def stratified_order(strata: Sequence[str | None], rng: random.Random) -> list[int]:
@@ -68,6 +68,11 @@ class TaskCursor:
             raise ValueError(f"TaskCursor: {len(self.strata)} strata for {self.num_tasks} tasks; give one per task")
         self._epoch: tuple[int, int, list[int]] | None = None  # (seed, epoch, order): the order in use, kept
 
+    @property
+    def order(self) -> str:
+        """What kind of order this cursor walks: ``"stratified"`` or ``"shuffled"`` (saved with its position)."""
+        return "shuffled" if self.strata is None else "stratified"
+
     def take(self, n: int) -> list[int]:
         out = []
         while len(out) < n:
@@ -86,3 +91,23 @@ class TaskCursor:
                 order = stratified_order(self.strata, rng)
             self._epoch = (self.seed, epoch, order)
         return self._epoch[2]
+
+
+def resume_mismatch(state: Mapping, cursor: TaskCursor) -> str | None:
+    """Why a checkpoint's cursor state (``RolloutPool.cursor_state``) cannot go on in ``cursor``, or None when it
+    can. Its position counts tasks of one particular order over one particular pool: resumed over a pool of another
+    size, or with the order stratified where it was shuffled (or back), it would play tasks the run never
+    scheduled and skip others, silently. Checkpoints saved before the order was recorded carry neither field and
+    are not checked.
+
+    >>> resume_mismatch({"position": 6, "seed": 1, "num_tasks": 256, "order": "shuffled"}, TaskCursor(256, 1))
+    >>> resume_mismatch({"position": 6, "seed": 1, "num_tasks": 256, "order": "stratified"}, TaskCursor(256, 1))[:80]
+    "the checkpoint's task cursor walks 256 tasks in a stratified order; this run has"
+    """
+    saved = (state.get("num_tasks", cursor.num_tasks), state.get("order", cursor.order))
+    if saved == (cursor.num_tasks, cursor.order):
+        return None
+    return (f"the checkpoint's task cursor walks {saved[0]} tasks in a {saved[1]} order; this run has "
+            f"{cursor.num_tasks} tasks in a {cursor.order} order, so resuming would play other tasks than the run "
+            "scheduled. Fix: resume with the run's own task settings (its config.yaml: tasks.*, "
+            "train.stratify_kinds), or start a new run directory")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from actors.evaluation import paired, success_by_kind
 from actors.remote import judge_for, start_reward_actor, start_rollout_pool, start_rollout_workers
-from actors.task_order import strata_for
+from actors.task_order import TaskCursor, resume_mismatch, strata_for
 from cluster.connect import connect
 from cluster.plan import ensure_fits, plan_for
 from envs.task_source import kinds_of, load_tasks
@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tasks = load_tasks(cfg.tasks)
     strata = strata_for(kinds_of(tasks), cfg.train.stratify_kinds)  # before any actor starts: fails fast
+    resume_from = latest_checkpoint(Path(cfg.run.run_dir).resolve()) if args.resume and cfg.run.run_dir else None
+    if resume_from and (problem := resume_problem(resume_from, TaskCursor(len(tasks), cfg.tasks.seed, strata=strata))):
+        print(f"--resume {resume_from}: {problem}", file=sys.stderr)  # before the run's config.yaml is rewritten
+        return 2
     run_dir = make_run_dir(cfg)
-    resume_from = latest_checkpoint(run_dir) if args.resume else None
     print(f"run directory: {run_dir}" + (f" (resuming from {resume_from})" if resume_from else ""))
 
     # Plan and start the actors: rollout pool outside the learner group ------------------------------------
@@ -96,6 +99,11 @@ def serving_for_mode(cfg: RunConfig):
     if cfg.train.mode == "async" and cfg.rollout.adapter_serving == "auto":
         return replace(cfg.rollout, adapter_serving="lora")
     return cfg.rollout
+
+
+def resume_problem(checkpoint: Path, cursor: TaskCursor) -> str | None:
+    """Why this run cannot go on from ``checkpoint``'s task cursor (``actors.task_order.resume_mismatch``)."""
+    return resume_mismatch(json.loads((Path(checkpoint) / "cursor.json").read_text()), cursor)
 
 
 def train_loop(config: dict) -> None:

@@ -2,10 +2,11 @@
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from actors.task_order import TaskCursor, strata_for, stratified_order
+from actors.task_order import TaskCursor, resume_mismatch, strata_for, stratified_order
 from envs.config import TaskConfig
 from envs.task_source import kinds_of, load_tasks
 
@@ -83,3 +84,43 @@ def test_strata_are_the_tasks_kinds_when_asked_and_a_pool_without_kinds_is_an_er
         strata_for([None] * 4, stratify=True)
     with pytest.raises(ValueError, match="3 strata for 4 tasks"):
         TaskCursor(4, seed=0, strata=("a", "b", "c"))
+
+
+def test_doctests():
+    import doctest
+
+    from actors import task_order
+
+    assert doctest.testmod(task_order).failed == 0
+
+
+def test_a_checkpoint_cursor_goes_on_only_over_the_same_pool_and_order():
+    kinds = tuple(pool_kinds())
+    shuffled, stratified = TaskCursor(len(kinds), seed=1), TaskCursor(len(kinds), seed=1, strata=kinds)
+    saved = {"position": 6, "seed": 1, "num_tasks": len(kinds), "order": "shuffled"}
+    assert resume_mismatch(saved, shuffled) is None
+    assert resume_mismatch({"position": 6, "seed": 1}, stratified) is None  # saved before the order was recorded
+    assert "in a shuffled order; this run has 256 tasks in a stratified order" in resume_mismatch(saved, stratified)
+    assert "walks 256 tasks" in resume_mismatch(saved, TaskCursor(128, seed=1))
+    assert "Fix: resume with the run's own task settings" in resume_mismatch(saved, TaskCursor(128, seed=1))
+
+
+def test_train_refuses_to_resume_a_run_under_another_order_and_keeps_its_config(tmp_path, capsys):
+    """jobs.train --resume with train.stratify_kinds flipped: exit 2 before Ray starts, the run's files untouched."""
+    import json
+
+    from jobs.train import main
+
+    step = tmp_path / "checkpoints" / "step_000002"
+    step.mkdir(parents=True)
+    cursor = json.dumps({"position": 6, "seed": 1, "num_tasks": 24, "order": "shuffled"}).encode()
+    (step / "cursor.json").write_bytes(cursor)
+    (step / "step.json").write_text(json.dumps({"step": 2, "files": {"cursor.json": len(cursor)}}))
+    (tmp_path / "config.yaml").write_text("the run's own config\n")
+    config = Path(__file__).resolve().parents[2] / "configs" / "train_support_desk.yaml"
+    argv = ["--config", str(config), "--resume", f"run.run_dir={tmp_path}",
+            "tasks.num_tasks=24", "tasks.seed=1"]
+    assert main([*argv, "train.stratify_kinds=true"]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {step}" in err and "24 tasks in a shuffled order; this run has 24 tasks in a stratified" in err
+    assert (tmp_path / "config.yaml").read_text() == "the run's own config\n"
