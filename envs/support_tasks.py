@@ -180,10 +180,10 @@ def scripted_expert(task: Task) -> list[dict]:
     env.reset(task)
     steps: list[dict] = []
 
-    def call(name: str, arguments: dict, *, may_fail: bool = False) -> str:
+    def call(name: str, arguments: dict, *, may_fail: bool = False, note: str = "") -> str:
         result = env.step(ToolCall(name, arguments, raw="", strict=True))
         text = json.dumps({"name": name, "arguments": arguments})
-        steps.extend([{"role": "assistant", "content": f"<tool_call>\n{text}\n</tool_call>"},
+        steps.extend([{"role": "assistant", "content": f"{note}<tool_call>\n{text}\n</tool_call>"},
                       {"role": "tool", "name": name, "content": result.observation}])
         steps.extend(dict(m) for m in result.info.get("messages", []))
         if not result.info.get("ok") and not may_fail:
@@ -221,6 +221,7 @@ def scripted_expert(task: Task) -> list[dict]:
                          if c["name"] == meta["customer_name"])
             orders = json.loads(call("get_customer", {"customer_id": match["customer_id"]}))["orders"]
             order = {**next(o for o in orders if o["item"] == meta["item"]), "customer_id": match["customer_id"]}
+            note = matching_note(orders, meta["item"], match["customer_id"]) + "\n"
         else:
             order = lookup(meta["order_id"])
         cents = meta["amount_cents"]
@@ -229,10 +230,25 @@ def scripted_expert(task: Task) -> list[dict]:
                       f"{meta['reason']}."
             call("handoff", {"agent": "billing", "summary": summary})
         call("issue_refund", {"order_id": order["order_id"], "customer_id": order["customer_id"],
-                              "amount": cents / 100, "reason": meta["reason"]})
+                              "amount": cents / 100, "reason": meta["reason"]}, note=note if kind == "by_name" else "")
         reply = (f"Done: I refunded {money(cents)} for order {order['order_id']} ({order['item']}). It reaches your "
                  "original payment method within 5-7 business days.")
     return [*steps, {"role": "assistant", "content": reply}]
+
+
+def matching_note(orders: list[dict], item: str, customer_id: str) -> str:
+    """The line the expert writes before refunding a by-name order: each order as ``item: id, total``, then the one
+    whose item the customer named, with the customer id the refund needs. A 135M policy trained without it refunds
+    the last order listed (docs/envs/support_desk.md, stop 27); with it, picking the order is copying what follows
+    the item's second mention, and the call copies its three ids and amount from the sentence just before it.
+
+    >>> matching_note([{"order_id": "ORD-1", "item": "lamp", "total": 20.0},
+    ...                {"order_id": "ORD-2", "item": "kettle", "total": 35.5}], "lamp", "CUS-7")
+    'Orders: lamp: ORD-1, 20.0; kettle: ORD-2, 35.5. The lamp is ORD-1, 20.0; customer CUS-7.'
+    """
+    listed = "; ".join(f"{o['item']}: {o['order_id']}, {o['total']}" for o in orders)
+    match = next(o for o in orders if o["item"] == item)
+    return f"Orders: {listed}. The {item} is {match['order_id']}, {match['total']}; customer {customer_id}."
 
 
 def transcript(task: Task) -> str:

@@ -236,6 +236,35 @@ def test_every_kinds_expert_ends_in_a_state_the_verifier_accepts(tasks):
         assert verify_state(t, replay(t, played).db) == verdict  # the replay rebuilds the same state
 
 
+def test_the_by_name_expert_names_the_matching_order_before_refunding_it():
+    """The refund turn of a by-name demo first lists the customer's orders as item: id, total and names the one
+    whose item the prompt gives (``support_tasks.matching_note``); the call after it is that order's, and parses."""
+    t = next(t for t in generate_tasks(60, seed=0) if t.meta_value()["kind"] == "by_name")
+    meta = t.meta_value()
+    refund = next(m["content"] for m in scripted_expert(t) if "issue_refund" in m.get("content", ""))
+    note, _, call_text = refund.partition("<tool_call>")
+    (call,), errors = parse_tool_calls("<tool_call>" + call_text)
+    assert not errors and call.strict
+    assert note.startswith("Orders: ") and note.count("ORD-") >= 2
+    assert (f"The {meta['item']} is {call.arguments['order_id']}, {call.arguments['amount']}; "
+            f"customer {call.arguments['customer_id']}.") in note
+
+
+@pytest.mark.parametrize("config", ["train_support_desk.yaml", "eval_support_desk.yaml", "rollout_support_desk.yaml"])
+def test_every_expert_turn_fits_the_shipped_per_turn_token_limit(tasks, tokenizer, config):
+    """A demo turn longer than ``rollout.max_tokens_per_turn`` teaches a turn the policy can never finish: it is
+    cut there and its call is lost (the by-name refund turn with its order list is up to ~190 tokens)."""
+    from pathlib import Path
+
+    import yaml
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / config).read_text())
+    limit = shipped["rollout"]["max_tokens_per_turn"]
+    longest = max(len(tokenizer(m["content"])["input_ids"]) for t in tasks for m in scripted_expert(t)
+                  if m["role"] == "assistant")
+    assert longest <= limit - 8, f"{config}: an expert turn of {longest} tokens, max_tokens_per_turn {limit}"
+
+
 def test_verifier_reads_the_state_not_the_text(tasks):
     t = next(t for t in tasks if t.meta_value()["kind"] == "refund_by_id")
     env = SupportDeskEnv()
