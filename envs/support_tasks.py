@@ -216,12 +216,13 @@ def scripted_expert(task: Task) -> list[dict]:
                  f"{money(round(refund['amount'] * 100))}, and an order can be refunded only once. The refund reaches "
                  "your original payment method within 5-7 business days.")
     else:
+        note = ""  # by_name: the line naming the matching order, written before the refund call
         if kind == "by_name":
             match = next(c for c in json.loads(call("find_customer", {"name": meta["customer_name"]}))
                          if c["name"] == meta["customer_name"])
             orders = json.loads(call("get_customer", {"customer_id": match["customer_id"]}))["orders"]
             order = {**next(o for o in orders if o["item"] == meta["item"]), "customer_id": match["customer_id"]}
-            note = matching_note(orders, meta["item"], match["customer_id"]) + "\n"
+            note = matching_note(orders, order) + "\n"
         else:
             order = lookup(meta["order_id"])
         cents = meta["amount_cents"]
@@ -230,25 +231,27 @@ def scripted_expert(task: Task) -> list[dict]:
                       f"{meta['reason']}."
             call("handoff", {"agent": "billing", "summary": summary})
         call("issue_refund", {"order_id": order["order_id"], "customer_id": order["customer_id"],
-                              "amount": cents / 100, "reason": meta["reason"]}, note=note if kind == "by_name" else "")
+                              "amount": cents / 100, "reason": meta["reason"]}, note=note)
         reply = (f"Done: I refunded {money(cents)} for order {order['order_id']} ({order['item']}). It reaches your "
                  "original payment method within 5-7 business days.")
     return [*steps, {"role": "assistant", "content": reply}]
 
 
-def matching_note(orders: list[dict], item: str, customer_id: str) -> str:
-    """The line the expert writes before refunding a by-name order: each order as ``item: id, total``, then the one
-    whose item the customer named, with the customer id the refund needs. A 135M policy trained without it refunds
-    the last order listed (docs/envs/support_desk.md, stop 27); with it, picking the order is copying what follows
-    the item's second mention, and the call copies its three ids and amount from the sentence just before it.
+def matching_note(orders: list[dict], order: dict) -> str:
+    """The line the expert writes before refunding a by-name order: each order as ``item: id, total``, then
+    ``order`` (the one whose item the customer named, with the ``customer_id`` the refund needs). A 135M policy
+    trained without it refunds the last order listed (docs/envs/support_desk.md, stop 27); with it, picking the
+    order is copying what follows the item's second mention, and the call copies its three ids and amount from the
+    sentence just before it.
 
-    >>> matching_note([{"order_id": "ORD-1", "item": "lamp", "total": 20.0},
-    ...                {"order_id": "ORD-2", "item": "kettle", "total": 35.5}], "lamp", "CUS-7")
+    >>> lamp, kettle = {"order_id": "ORD-1", "item": "lamp", "total": 20.0}, {"order_id": "ORD-2", "item": "kettle",
+    ...                                                                   "total": 35.5}
+    >>> matching_note([lamp, kettle], {**lamp, "customer_id": "CUS-7"})
     'Orders: lamp: ORD-1, 20.0; kettle: ORD-2, 35.5. The lamp is ORD-1, 20.0; customer CUS-7.'
     """
     listed = "; ".join(f"{o['item']}: {o['order_id']}, {o['total']}" for o in orders)
-    match = next(o for o in orders if o["item"] == item)
-    return f"Orders: {listed}. The {item} is {match['order_id']}, {match['total']}; customer {customer_id}."
+    return (f"Orders: {listed}. The {order['item']} is {order['order_id']}, {order['total']}; "
+            f"customer {order['customer_id']}.")
 
 
 def transcript(task: Task) -> str:

@@ -117,8 +117,13 @@ def load_checkpoint(path: Path, learner, pool=None) -> int:
     if pool is not None:
         import ray
 
-        ray.get(pool.load_cursor_state.remote(json.loads((path / "cursor.json").read_text())))
+        ray.get(pool.load_cursor_state.remote(checkpoint_cursor(path)))
     return checkpoint_step(path)
+
+
+def checkpoint_cursor(path: Path) -> dict:
+    """The task cursor state a checkpoint saved (``RolloutPool.cursor_state``)."""
+    return json.loads((Path(path) / "cursor.json").read_text())
 
 
 def checkpoint_step(path: Path) -> int:

@@ -24,7 +24,7 @@ from actors.task_order import TaskCursor, resume_mismatch, strata_for
 from cluster.connect import connect
 from cluster.plan import ensure_fits, plan_for
 from envs.task_source import kinds_of, load_tasks
-from jobs.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
+from jobs.checkpoints import checkpoint_cursor, checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
 from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
 from jobs.metrics import MetricsLog, step_line
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = load_tasks(cfg.tasks)
     strata = strata_for(kinds_of(tasks), cfg.train.stratify_kinds)  # before any actor starts: fails fast
     resume_from = latest_checkpoint(Path(cfg.run.run_dir).resolve()) if args.resume and cfg.run.run_dir else None
-    if resume_from and (problem := resume_problem(resume_from, TaskCursor(len(tasks), cfg.tasks.seed, strata=strata))):
+    cursor = TaskCursor(len(tasks), cfg.tasks.seed, strata=strata)  # the order this run would play
+    if resume_from and (problem := resume_mismatch(checkpoint_cursor(resume_from), cursor)):
         print(f"--resume {resume_from}: {problem}", file=sys.stderr)  # before the run's config.yaml is rewritten
         return 2
     run_dir = make_run_dir(cfg)
@@ -99,11 +100,6 @@ def serving_for_mode(cfg: RunConfig):
     if cfg.train.mode == "async" and cfg.rollout.adapter_serving == "auto":
         return replace(cfg.rollout, adapter_serving="lora")
     return cfg.rollout
-
-
-def resume_problem(checkpoint: Path, cursor: TaskCursor) -> str | None:
-    """Why this run cannot go on from ``checkpoint``'s task cursor (``actors.task_order.resume_mismatch``)."""
-    return resume_mismatch(json.loads((Path(checkpoint) / "cursor.json").read_text()), cursor)
 
 
 def train_loop(config: dict) -> None:
