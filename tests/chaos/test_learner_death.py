@@ -41,7 +41,10 @@ def _pool_playing_a_batch(env: dict, address: str) -> bool:
     proc = subprocess.run([str(BIN / "ray"), "list", "tasks", "--address", address, "--format", "json",
                            "--filter", "name=RolloutPool.get_batch", "--filter", "state=RUNNING"],
                           env=env, capture_output=True, text=True, timeout=60)
-    return proc.returncode == 0 and bool(json.loads(proc.stdout or "[]"))
+    try:
+        return proc.returncode == 0 and bool(json.loads(proc.stdout or "[]"))
+    except ValueError:  # no such task: the CLI prints "No resource in the cluster", not an empty JSON list
+        return False
 
 
 def _learner_workers() -> list[psutil.Process]:
