@@ -17,7 +17,10 @@ from envs.tool_calls import ToolCall
 if TYPE_CHECKING:
     from envs.tasks import Task
 
-__all__ = ["Tool", "ToolError", "StepResult", "Env", "call_tool", "check_arguments"]
+__all__ = ["Tool", "ToolError", "StepResult", "Env", "call_tool", "check_arguments", "caller_error", "UNKNOWN_TOOL",
+           "INVALID_ARGUMENTS"]
+
+UNKNOWN_TOOL, INVALID_ARGUMENTS = "unknown tool", "invalid arguments for"  # how call_tool's own errors begin
 
 
 class ToolError(Exception):
@@ -74,11 +77,11 @@ def call_tool(tools: dict[str, Tool], call: ToolCall) -> StepResult:
     tool = tools.get(call.name)
     if tool is None:
         available = ", ".join(sorted(tools)) or "none"
-        return _failed(f"unknown tool {call.name!r}; available: {available}", 0.0)
+        return _failed(f"{UNKNOWN_TOOL} {call.name!r}; available: {available}", 0.0)
     args, problems, coerced = check_arguments(tool.parameters, call.arguments)
     if problems:
         expected = _describe(tool.parameters)
-        return _failed(f"invalid arguments for {tool.name!r}: {'; '.join(problems)}; expected {expected}", 0.0)
+        return _failed(f"{INVALID_ARGUMENTS} {tool.name!r}: {'; '.join(problems)}; expected {expected}", 0.0)
     t0 = time.perf_counter()
     try:
         out = tool.fn(**args)
@@ -90,6 +93,23 @@ def call_tool(tools: dict[str, Tool], call: ToolCall) -> StepResult:
     if coerced:
         info["coerced"] = True
     return StepResult(observation=out if isinstance(out, str) else str(out), reward=0.0, done=False, info=info)
+
+
+def caller_error(name: str, error: str | None) -> bool:
+    """Was this failed call the caller's mistake, not the tool's? True for a call that could not be read (recorded
+    with no name), an unknown tool, or arguments the schema rejects; False for a tool that ran and failed (a 503, a
+    refused refund) and for a call that ran.
+
+    >>> caller_error("", "invalid JSON in tool call"), caller_error("get_customer", "unknown tool 'get_customer'")
+    (True, True)
+    >>> caller_error("find_customer", "invalid arguments for 'find_customer': missing required 'name'")
+    True
+    >>> caller_error("find_customer", "service unavailable (503)"), caller_error("find_customer", None)
+    (False, False)
+    """
+    if error is None:
+        return False
+    return name == "" or error.startswith((UNKNOWN_TOOL, INVALID_ARGUMENTS))
 
 
 def _failed(message: str, latency_s: float, coerced: bool = False) -> StepResult:

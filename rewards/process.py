@@ -14,8 +14,8 @@ How the learners use the turn rewards: PPO adds each one to the reward of its tu
 (``learners.advantages.normalize_step_rewards`` and ``steps_to_go``). Farming risk, said plainly: every call turn
 that runs earns ``call_ok``, so more call turns earn more (bounded by ``rollout.max_turns``); ``tool_progress``
 cannot be farmed (it pays once per episode), nor can ``escalation`` (``rewards.safety.escalation_turns``: the
-episode scorer's one judgement, placed on the escalating turn) or ``invented_ids`` (``rewards.invented_ids``: only
-penalties). ``judge`` (an LLM judge's 0-10 score of each
+episode scorer's one judgement, placed on the escalating turn), ``invented_ids`` (``rewards.invented_ids``) or
+``caller_errors`` (``rewards.caller_errors``): both are only penalties. ``judge`` (an LLM judge's 0-10 score of each
 turn, / 10; asked by the reward actor for the whole batch in one call, ``rewards.judge``, docs/judge.md) pays every
 turn it likes, so it can be farmed the same way as ``call_ok``. Watch ``reward/process_mean`` against
 ``reward/outcome``: the reward-hacking monitor (``rewards.monitor``) does, when process rewards are on.
@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from actors.trajectory import Trajectory
 from envs.tasks import Task
+from rewards.caller_errors import caller_errors
 from rewards.invented_ids import invented_ids
 from rewards.judge import judge_step_scorer
 from rewards.safety import escalation_turns
@@ -92,6 +93,7 @@ PROCESS_SCORERS: dict[str, ProcessScorer] = {
     "judge": judge_step_scorer,  # an LLM judge's score of each turn in [0, 1], asked per batch (reward.judge)
     "escalation": escalation_turns,  # rewards.safety.escalation on the escalating turn; values as the episode one's
     "invented_ids": invented_ids,  # -1 on a turn whose call passes an id the prompt and earlier results never showed
+    "caller_errors": caller_errors,  # -1 on a turn whose call the env rejected unread (bad arguments, unknown tool)
 }
 
 
