@@ -9,7 +9,7 @@ import pytest
 
 from actors.trajectory import write_parquet
 from jobs.id_audit import count_by_kind, main
-from tests.rewards.support_play import expert_calls, one_task_per_kind, played
+from tests.rewards.support_play import expert_played, one_task_per_kind, played
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,7 +18,7 @@ def test_counts_by_kind_from_a_parquet(tmp_path, capsys):
     by_kind = one_task_per_kind()
     name_task, order_task = by_kind["by_name"], by_kind["refund_by_id"]
     invented = played(name_task, [("lookup_order", {"order_id": "ORD-10234"})], "No such order.")
-    expert = played(order_task, *expert_calls(order_task))
+    expert = expert_played(order_task)
     episodes = [dataclasses.replace(t, task_extra=json.dumps({"meta": task.meta_value()}),
                                     messages=[{"role": "user", "content": task.prompt}, *t.messages[2:]],
                                     reward_breakdown={"outcome": outcome})

@@ -27,6 +27,11 @@ def played(task: Task, calls: list[tuple[str, dict]], final_answer: str | None, 
     return traj
 
 
+def expert_played(task: Task):
+    """``task``'s scripted expert played on the real env: its calls, then its reply."""
+    return played(task, *expert_calls(task))
+
+
 def expert_calls(task: Task) -> tuple[list[tuple[str, dict]], str]:
     calls, reply = [], ""
     for m in scripted_expert(task):

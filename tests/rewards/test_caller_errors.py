@@ -11,7 +11,7 @@ from rewards import PROCESS_SCORERS, RewardConfig
 from rewards import caller_errors as caller_module
 from rewards.caller_errors import caller_errors
 from rewards.process import process_rewards, tool_call_validity
-from tests.rewards.support_play import expert_calls, played
+from tests.rewards.support_play import expert_played, played
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,7 +23,7 @@ def test_doctests():
 
 def test_no_expert_episode_makes_a_caller_error(by_kind):
     for kind, task in by_kind.items():
-        traj = played(task, *expert_calls(task))
+        traj = expert_played(task)
         assert caller_errors(traj, task) == [0.0] * len(traj.turns), kind
 
 
@@ -31,7 +31,7 @@ def test_a_tool_that_is_down_is_not_the_callers_fault(by_kind):
     """The experts retry a failing tool (then escalate, or go on): validity marks the retries, this does not."""
     for kind in ("tools_fail:find_customer", "tools_fail:lookup_order", "flaky"):
         task = by_kind[kind]
-        traj = played(task, *expert_calls(task))
+        traj = expert_played(task)
         failed = [r for r in traj.tool_calls if not r.ok]
         assert failed and all("service unavailable" in r.error for r in failed), kind
         assert min(tool_call_validity(traj, task)) < 0, kind

@@ -10,7 +10,7 @@ from rewards import PROCESS_SCORERS, RewardConfig
 from rewards import invented_ids as invented_module
 from rewards.invented_ids import invented_ids
 from rewards.process import process_rewards
-from tests.rewards.support_play import expert_calls, played
+from tests.rewards.support_play import expert_played, played
 
 pytestmark = pytest.mark.timeout(60)
 EXAMPLE_ORDER = "ORD-10234"  # the lookup_order schema's example id (envs/support_desk.py)
@@ -23,7 +23,7 @@ def test_doctests():
 def test_no_expert_episode_invents_an_id(by_kind):
     """Every kind's scripted expert, the hand-off included: its ids come from the prompt or earlier results."""
     for kind, task in by_kind.items():
-        traj = played(task, *expert_calls(task))
+        traj = expert_played(task)
         assert invented_ids(traj, task) == [0.0] * len(traj.turns), kind
 
 

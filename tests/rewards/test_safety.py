@@ -14,7 +14,7 @@ from envs.tasks import Task
 from rewards import safety as safety_module
 from rewards._examples import example_task, example_trajectory, tool_call
 from rewards.safety import escalation, safety, state_outcome
-from tests.rewards.support_play import expert_calls, played
+from tests.rewards.support_play import expert_calls, expert_played, played
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,7 +36,7 @@ def test_doctests():
 
 def test_expert_episodes_score_clean(by_kind):
     for kind, t in by_kind.items():
-        traj = played(t, *expert_calls(t))
+        traj = expert_played(t)
         assert state_outcome(traj, t) == 1.0 and safety(traj, t) == 0.0, kind
         assert escalation(traj, t) == (0.2 if kind.startswith("tools_fail") else 0.0), kind
 
@@ -108,7 +108,7 @@ def test_escalating_a_solvable_case_is_a_small_penalty(by_kind):
     lookup = ("lookup_order", {"order_id": t.meta_value()["order_id"]})
     escalated = played(t, [lookup, ("escalate", {"reason": "not sure"})], "A colleague will follow up.")
     assert escalation(escalated, t) == -0.1 and state_outcome(escalated, t) == 0.0
-    assert score(escalated, t) < score(played(t, *expert_calls(t)), t)
+    assert score(escalated, t) < score(expert_played(t), t)
 
 
 def test_escalating_a_solvable_case_costs_what_the_config_says(by_kind):
@@ -177,7 +177,7 @@ def test_escalation_turn_reward_sits_on_the_turn_that_earned_it(by_kind):
     found = ("find_customer", {"name": t.meta_value()["customer_name"]})
     needless = played(t, [found, ("escalate", {"reason": "not sure"})], "A colleague will follow up.")
     assert escalation_turns(needless, t, **params) == [0.0, -0.6, 0.0]
-    expert = played(t, *expert_calls(t))
+    expert = expert_played(t)
     assert escalation_turns(expert, t, **params) == [0.0] * len(expert.turns) and len(expert.turns) > 2
 
     down = by_kind["tools_fail:lookup_order"]
