@@ -116,10 +116,11 @@ class RunConfig:
         if weighted and algo in ("grpo", "rloo") and self.learner.process_reward_mode == "none":
             problems.append(f"reward.process_weights: {weighted} are weighted, but {algo} with "
                             "learner.process_reward_mode=none never reads turn rewards, so they would change nothing. "
-                            "Fix: set learner.process_reward_mode=add, or weight them 0 to log them only")
+                            "Fix: set learner.process_reward_mode=add (or turn), or weight them 0 to log them only")
         problems += _async_problems(self)
-        if self.learner.process_reward_mode == "add" and not weighted:
-            problems.append("learner.process_reward_mode: 'add' but no reward.process_weights is > 0, so every turn "
+        if self.learner.process_reward_mode != "none" and not weighted:
+            problems.append(f"learner.process_reward_mode: {self.learner.process_reward_mode!r} but no "
+                            "reward.process_weights is > 0, so every turn "
                             "reward is 0 and the process advantage is 0. Fix: e.g. "
                             "reward.process_weights.tool_call_validity=1.0, or process_reward_mode=none")
         return problems

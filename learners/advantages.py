@@ -22,7 +22,7 @@ from torch import Tensor
 from learners.losses import keep_masked
 
 __all__ = ["broadcast_to_tokens", "gae", "grpo_advantages", "normalize_step_rewards", "rloo_advantages",
-           "steps_to_go", "token_rewards", "whiten"]
+           "steps_to_go", "token_rewards", "turn_local", "whiten"]
 
 
 # ALGO LOGIC: GAE over the sampled tokens only ---------------------------------------------------------------------
@@ -217,6 +217,38 @@ def steps_to_go(turn_rewards: Sequence[Sequence[tuple[int, float]]], mask: Tenso
     """
     placed = token_rewards(torch.zeros(mask.shape[0], device=mask.device), turn_rewards, mask)
     return keep_masked(placed.flip(1).cumsum(1).flip(1), mask)
+
+
+@torch.no_grad()
+def turn_local(turn_rewards: Sequence[Sequence[tuple[int, float]]], mask: Tensor) -> Tensor:
+    """Process supervision without the sum: every sampled token gets the (normalised) reward of its own turn only::
+
+        A(b, t) = r~(k)     for the turn k of row b with end(k-1) <= t < end(k)      (t sampled, else 0)
+
+    where ``end`` is the turn's exclusive end (``Turn.end``) and ``end(-1) = 0``. ``steps_to_go`` also gives a turn
+    every *later* turn's reward, so a penalty-only scorer (``caller_errors``, ``invented_ids``) blames the valid
+    first call of an episode for the errors that followed it. In a group where every episode failed, that favours
+    the shortest failure (docs/envs/support_desk.md, "Turn penalties summed to the end", stop 29). With
+    ``learner.process_reward_mode: turn`` the learner adds this to the outcome advantage instead.
+
+    Args:
+        turn_rewards: per row, ``(end, reward)`` per turn in order, as ``steps_to_go`` takes them.
+        mask: [B, T] 1.0 on sampled tokens.
+    Returns:
+        [B, T] float32, 0 on mask-0 positions.
+    """
+    b, t = mask.shape
+    if len(turn_rewards) != b:
+        raise ValueError(f"turn_rewards has {len(turn_rewards)} rows, mask has {b}")
+    out = torch.zeros(b, t, dtype=torch.float32, device=mask.device)
+    for row, turns in enumerate(turn_rewards):
+        start = 0
+        for end, reward in turns:
+            if not start <= end <= t:
+                raise ValueError(f"row {row}: turn end {end} is out of order or past T={t}")
+            out[row, start:end] = float(reward)
+            start = end
+    return keep_masked(out, mask)
 
 
 # Token-tensor helpers ----------------------------------------------------------------------------------------------

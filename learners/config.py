@@ -41,11 +41,12 @@ class LearnerConfig:
     normalize_std: bool = doc(True, "GRPO: divide each group's centred rewards by its std (the paper). False = Dr. "
                                     "GRPO (Liu et al. 2025): the std would blow tiny shaping differences in a group "
                                     "that all failed up to +-1 advantages (docs/envs/support_desk.md)")
-    process_reward_mode: Literal["none", "add"] = doc(
+    process_reward_mode: Literal["none", "add", "turn"] = doc(
         "none", "GRPO/RLOO: 'add' adds process supervision (DeepSeekMath 4.1.3: turn rewards normalised over the "
-                "group's turns, summed from each token's turn on) to the outcome advantage; 'none' ignores "
-                "Turn.reward. PPO always uses turn rewards (GAE)")
-    process_reward_coef: float = doc(1.0, "weight of the process advantage in 'add' mode; 1 = the paper's formula "
+                "group's turns, summed from each token's turn on) to the outcome advantage; 'turn' adds each "
+                "turn's normalised reward to that turn's tokens only (a late penalty does not land on the earlier "
+                "turns); 'none' ignores Turn.reward. PPO always uses turn rewards (GAE)")
+    process_reward_coef: float = doc(1.0, "weight of the process advantage ('add' or 'turn'); 1 = the paper's formula "
                                           "(the normalisation makes reward.process_weights relative only)")
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = doc(
         "token-mean", "how per-token losses combine; token-mean over the global batch (DAPO)")
@@ -76,9 +77,9 @@ class LearnerConfig:
         if self.kl_mode == "reward" and self.algo != "ppo":
             problems.append(f"kl_mode: 'reward' needs per-token rewards (algo ppo), got algo {self.algo}. Fix: use "
                             "kl_mode=loss with grpo/rloo, or algo=ppo")
-        if self.process_reward_mode == "add" and self.algo == "ppo":
-            problems.append("process_reward_mode: 'add' is for grpo/rloo; PPO already puts Turn.reward into GAE. "
-                            "Fix: use process_reward_mode=none with algo ppo")
+        if self.process_reward_mode != "none" and self.algo == "ppo":
+            problems.append(f"process_reward_mode: {self.process_reward_mode!r} is for grpo/rloo; PPO already puts "
+                            "Turn.reward into GAE. Fix: use process_reward_mode=none with algo ppo")
         if not (math.isfinite(self.process_reward_coef) and self.process_reward_coef >= 0):
             problems.append(f"process_reward_coef: must be a finite number >= 0, got {self.process_reward_coef}. "
                             "Fix: use 1.0 (or process_reward_mode=none to turn process rewards off)")

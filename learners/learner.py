@@ -9,7 +9,8 @@ The reference policy is the same model with the adapter switched off: no second 
 PPO (``algo: ppo``) adds a value head on the shared backbone: per-token rewards and GAE on each rank's rows (GAE
 needs nothing across rows), then the advantages are whitened with moments summed over all ranks, so the 1-rank and
 M-rank updates still agree. PPO's per-token rewards include the process rewards (``Turn.reward``); GRPO/RLOO use
-them only with ``process_reward_mode: add`` (normalised over the full batch's groups, then per token: docs/training.md).
+them only with ``process_reward_mode: add`` or ``turn`` (normalised over the full batch's groups, then per token:
+docs/training.md).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from learners.advantages import (
     rloo_advantages,
     steps_to_go,
     token_rewards,
+    turn_local,
 )
 from learners.collate import Batch, collate, split
 from learners.config import LearnerConfig
@@ -110,7 +112,7 @@ class Learner:
         else:
             seq_adv = torch.split(self.advantages(trajectories)[mine], cfg.micro_batch_size)
             advantages = [broadcast_to_tokens(a, mb.loss_mask) for a, mb in zip(seq_adv, micro)]
-            if cfg.process_reward_mode == "add":
+            if cfg.process_reward_mode != "none":
                 process = self._process_advantages(trajectories, mine, micro)
                 advantages = [a + cfg.process_reward_coef * p for a, p in zip(advantages, process, strict=True)]
             returns = [None] * len(micro)
@@ -141,19 +143,21 @@ class Learner:
 
     def _process_advantages(self, trajectories: Sequence[Trajectory], mine: Sequence[int], micro: list[Batch]
                             ) -> list[torch.Tensor]:
-        """GRPO/RLOO process supervision (``learners.advantages.steps_to_go``): turn rewards normalised over each
-        group's turns on the *full* batch (groups straddle shards), then summed from each token's turn on, per
-        micro-batch of this rank's shard. Turns without sampled tokens are not steps (collate drops them too)."""
+        """GRPO/RLOO process supervision: turn rewards normalised over each group's turns on the *full* batch
+        (groups straddle shards), then, per micro-batch of this rank's shard, summed from each token's turn on
+        (``add``: ``learners.advantages.steps_to_go``) or given to that turn's tokens only (``turn``:
+        ``turn_local``). Turns without sampled tokens are not steps (collate drops them too)."""
         steps = [[turn.reward for turn in t.turns if turn.end > turn.start] for t in trajectories]
         normalized = normalize_step_rewards(steps, [t.group_id for t in trajectories],
                                             leave_one_out=self.cfg.algo == "rloo",
                                             normalize_std=self.cfg.algo == "grpo" and self.cfg.normalize_std)
         rows = [normalized[i] for i in mine]
+        place = turn_local if self.cfg.process_reward_mode == "turn" else steps_to_go
         out, at = [], 0
         for mb in micro:
             ends = [[(end, r) for (end, _), r in zip(row_ends, values, strict=True)]
                     for row_ends, values in zip(mb.turn_ends, rows[at: at + len(mb)], strict=True)]
-            out.append(steps_to_go(ends, mb.loss_mask))
+            out.append(place(ends, mb.loss_mask))
             at += len(mb)
         return out
 

@@ -50,10 +50,13 @@ def test_training_problems_catch_process_rewards_that_would_change_nothing():
     assert from_dict(RunConfig, logged_only).training_problems() == []
     empty = from_dict(RunConfig, {"learner": {"process_reward_mode": "add"}}).training_problems()
     assert len(empty) == 1 and "no reward.process_weights" in empty[0]
+    turn_empty = from_dict(RunConfig, {"learner": {"process_reward_mode": "turn"}}).training_problems()
+    assert len(turn_empty) == 1 and "'turn' but no reward.process_weights" in turn_empty[0]
     ppo = {"learner": {"algo": "ppo"}, "reward": {"process_weights": {"tool_progress": 1.0}}}
     assert from_dict(RunConfig, ppo).training_problems() == []  # PPO reads Turn.reward in GAE
-    both = {"learner": {"process_reward_mode": "add"}, "reward": {"process_weights": {"tool_progress": 1.0}}}
-    assert from_dict(RunConfig, both).training_problems() == []
+    for mode in ("add", "turn"):
+        both = {"learner": {"process_reward_mode": mode}, "reward": {"process_weights": {"tool_progress": 1.0}}}
+        assert from_dict(RunConfig, both).training_problems() == []
 
 
 def test_async_mode_rules_name_every_problem_and_fix():

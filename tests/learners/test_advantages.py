@@ -14,6 +14,7 @@ from learners.advantages import (
     normalize_step_rewards,
     rloo_advantages,
     steps_to_go,
+    turn_local,
     token_rewards,
     whiten,
 )
@@ -199,6 +200,32 @@ def test_steps_to_go_by_hand():
     mask = torch.tensor([[1.0, 1, 0, 0, 1, 1, 0, 1], [1, 1, 0, 0, 0, 0, 0, 0]])
     out = steps_to_go([[(2, a), (6, b), (8, c)], [(3, 2.0)]], mask)
     close(out, [[-0.25, -0.25, 0, 0, -0.75, -0.75, 0, 0.25], [2, 2, 0, 0, 0, 0, 0, 0]])
+
+
+def test_turn_local_gives_each_turn_its_own_reward_only():
+    # The rows of test_steps_to_go_by_hand: tokens 0, 1 -> a;  tokens 4, 5 -> b;  token 7 -> c;  tool tokens 0.
+    a, b, c = 0.5, -1.0, 0.25
+    mask = torch.tensor([[1.0, 1, 0, 0, 1, 1, 0, 1], [1, 1, 0, 0, 0, 0, 0, 0]])
+    turns = [[(2, a), (6, b), (8, c)], [(3, 2.0)]]
+    close(turn_local(turns, mask), [[a, a, 0, 0, b, b, 0, c], [2, 2, 0, 0, 0, 0, 0, 0]])
+    # steps_to_go is the same placement summed from the end: its first turn carries the later turns' rewards.
+    close(steps_to_go(turns, mask)[0, :2], [a + b + c] * 2)
+    with pytest.raises(ValueError, match="out of order"):
+        turn_local([[(6, a), (2, b)], []], mask)
+    with pytest.raises(ValueError, match="rows"):
+        turn_local(turns[:1], mask)
+
+
+def test_turn_local_favours_the_valid_first_call_in_a_group_that_all_failed():
+    # Stop 29's case: both episodes failed (outcome advantage 0). Episode 0 opens with a valid call, then makes three
+    # caller errors (-0.3 each) and answers; episode 1 opens with a made-up id (-0.3) and gives up. Summed to the
+    # end, episode 0's valid first call is the worse opening; turn-local, it is the better one.
+    norm = normalize_step_rewards([[0.0, -0.3, -0.3, -0.3, 0.0], [-0.3, 0.0]], ["g", "g"], normalize_std=False)
+    mask = torch.ones(2, 5)
+    ends = [[(k + 1, r) for k, r in enumerate(row)] for row in norm]
+    summed, local = steps_to_go(ends, mask), turn_local(ends, mask)
+    assert summed[0, 0] < summed[1, 0]
+    assert local[0, 0] > 0 > local[1, 0]
 
 
 def test_grpo_with_process_supervision_end_to_end_by_hand():

@@ -160,20 +160,22 @@ def _with_turn_rewards(trajs, per_turn=(0.3, -0.2, 0.1)):
                               for k, turn in enumerate(t.turns)]) for i, t in enumerate(trajs)]
 
 
-def test_process_advantages_on_a_shard_equal_the_full_batch_formula(tokenizer):
+@pytest.mark.parametrize("mode", ["add", "turn"])
+def test_process_advantages_on_a_shard_equal_the_full_batch_formula(tokenizer, mode):
     """GRPO + process supervision: normalised over the *full* batch's groups, then placed per micro-batch of this
     rank's shard; every sampled token of a shard row gets what the full-batch formula gives that row."""
-    from learners.advantages import normalize_step_rewards, steps_to_go
+    from learners.advantages import normalize_step_rewards, steps_to_go, turn_local
     from learners.collate import split
 
     trajs = _with_turn_rewards(scored_batch(tokenizer))
     full = collate(trajs, tokenizer.pad_token_id)
     norm = normalize_step_rewards([[t.reward for t in traj.turns] for traj in trajs], [t.group_id for t in trajs])
-    want = steps_to_go([[(end, r) for (end, _), r in zip(row, n)] for row, n in zip(full.turn_ends, norm)],
-                       full.loss_mask)
+    place = {"add": steps_to_go, "turn": turn_local}[mode]
+    want = place([[(end, r) for (end, _), r in zip(row, n)] for row, n in zip(full.turn_ends, norm)],
+                 full.loss_mask)
     assert want.abs().max() > 0.1
     learner = Learner.__new__(Learner)  # _process_advantages needs only the config: no model loaded here
-    learner.cfg = replace(CFG, process_reward_mode="add")
+    learner.cfg = replace(CFG, process_reward_mode=mode)
     mine = [1, 3, 5]  # rank 1 of 2
     micro = split(collate([trajs[i] for i in mine], tokenizer.pad_token_id), 2)
     got = learner._process_advantages(trajs, mine, micro)
@@ -204,6 +206,8 @@ def test_process_reward_mode_add_is_for_group_baselines_only():
     problems = LearnerConfig(algo="ppo", process_reward_mode="add", process_reward_coef=-1.0).validate()
     assert any("process_reward_mode: 'add' is for grpo/rloo" in p and "Fix:" in p for p in problems)
     assert any("process_reward_coef: must be a finite number >= 0" in p for p in problems)
+    turn = LearnerConfig(algo="ppo", process_reward_mode="turn").validate()
+    assert len(turn) == 1 and "'turn' is for grpo/rloo" in turn[0]
 
 
 def test_normalize_std_false_gives_dr_grpo_advantages(model_path, tokenizer):
