@@ -21,8 +21,8 @@ from torch import Tensor
 
 from learners.losses import keep_masked
 
-__all__ = ["broadcast_to_tokens", "gae", "grpo_advantages", "normalize_step_rewards", "rloo_advantages",
-           "steps_to_go", "token_rewards", "turn_local", "whiten"]
+__all__ = ["broadcast_to_tokens", "gae", "grpo_advantages", "groups_with_contrast", "normalize_step_rewards",
+           "rloo_advantages", "steps_to_go", "token_rewards", "turn_local", "whiten"]
 
 
 # ALGO LOGIC: GAE over the sampled tokens only ---------------------------------------------------------------------
@@ -120,6 +120,26 @@ def grpo_advantages(scores: Tensor, group_ids: Sequence[str], eps: float = 1e-6,
         std = (sq / (count - 1).clamp(min=1)).sqrt()
         centered = centered / (std[idx] + eps)
     return torch.where(no_signal, 0.0, centered)
+
+
+def groups_with_contrast(outcomes: Sequence[float], group_ids: Sequence[str]) -> Tensor:
+    """[N] 1.0 for an episode whose group has at least two different outcomes, else 0.0: DAPO's dynamic-sampling
+    filter (Yu et al. 2025, "DAPO", section 3.2; veRL's ``algorithm.filter_groups`` with ``metric: acc``), which
+    we apply by zeroing the advantages instead of resampling (``learner.uniform_outcome_groups: drop``).
+
+    Why by outcome and not by total reward: in a group where every episode failed, the totals still differ by
+    shaping (format, escalation, process rewards), and GRPO then pushes toward whatever failure the shaping likes
+    best. On support_desk that was a clean give-up after a made-up lookup (docs/envs/support_desk.md, stop 29).
+
+    >>> groups_with_contrast([0, 1, 0, 0, 1, 1], ["a", "a", "b", "b", "c", "c"]).tolist()
+    [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    if len(group_ids) != len(outcomes):
+        raise ValueError(f"len(group_ids)={len(group_ids)} != number of outcomes {len(outcomes)}")
+    seen: dict[str, set[float]] = {}
+    for g, o in zip(group_ids, outcomes):
+        seen.setdefault(g, set()).add(float(o))
+    return torch.tensor([1.0 if len(seen[g]) > 1 else 0.0 for g in group_ids])
 
 
 @torch.no_grad()

@@ -41,6 +41,10 @@ class LearnerConfig:
     normalize_std: bool = doc(True, "GRPO: divide each group's centred rewards by its std (the paper). False = Dr. "
                                     "GRPO (Liu et al. 2025): the std would blow tiny shaping differences in a group "
                                     "that all failed up to +-1 advantages (docs/envs/support_desk.md)")
+    uniform_outcome_groups: Literal["keep", "drop"] = doc(
+        "keep", "GRPO/RLOO: 'drop' zeroes every advantage (outcome and process) of a group whose episodes all have "
+                "the same outcome (reward_breakdown['outcome'], else the total): DAPO's dynamic-sampling filter, "
+                "without the resampling. Shaping then acts only where the outcome has contrast")
     process_reward_mode: Literal["none", "add", "turn"] = doc(
         "none", "GRPO/RLOO: 'add' adds process supervision (DeepSeekMath 4.1.3: turn rewards normalised over the "
                 "group's turns, summed from each token's turn on) to the outcome advantage; 'turn' adds each "
@@ -80,6 +84,9 @@ class LearnerConfig:
         if self.process_reward_mode != "none" and self.algo == "ppo":
             problems.append(f"process_reward_mode: {self.process_reward_mode!r} is for grpo/rloo; PPO already puts "
                             "Turn.reward into GAE. Fix: use process_reward_mode=none with algo ppo")
+        if self.uniform_outcome_groups == "drop" and self.algo == "ppo":
+            problems.append("uniform_outcome_groups: 'drop' is for grpo/rloo (groups of one task); PPO has no groups. "
+                            "Fix: use uniform_outcome_groups=keep with algo ppo")
         if not (math.isfinite(self.process_reward_coef) and self.process_reward_coef >= 0):
             problems.append(f"process_reward_coef: must be a finite number >= 0, got {self.process_reward_coef}. "
                             "Fix: use 1.0 (or process_reward_mode=none to turn process rewards off)")

@@ -33,6 +33,7 @@ from learners.advantages import (
     broadcast_to_tokens,
     gae,
     grpo_advantages,
+    groups_with_contrast,
     normalize_step_rewards,
     rloo_advantages,
     steps_to_go,
@@ -90,10 +91,18 @@ class Learner:
         scores = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
         groups = [t.group_id for t in trajectories]
         if self.cfg.algo == "grpo":
-            return grpo_advantages(scores, groups, normalize_std=self.cfg.normalize_std)
+            return grpo_advantages(scores, groups, normalize_std=self.cfg.normalize_std) * self.kept(trajectories)
         if self.cfg.algo == "rloo":
-            return rloo_advantages(scores, groups)
+            return rloo_advantages(scores, groups) * self.kept(trajectories)
         return scores - scores.mean()
+
+    def kept(self, trajectories: Sequence[Trajectory]) -> torch.Tensor:
+        """[N] 1.0 for an episode whose advantages count, 0.0 for one in a group that
+        ``learner.uniform_outcome_groups: drop`` drops (every outcome equal: ``groups_with_contrast``)."""
+        if self.cfg.uniform_outcome_groups == "keep":
+            return torch.ones(len(trajectories))
+        outcomes = [(t.reward_breakdown or {}).get("outcome", t.reward) for t in trajectories]
+        return groups_with_contrast(outcomes, [t.group_id for t in trajectories])
 
     def update(self, trajectories: Sequence[Trajectory]) -> dict:
         """One optimisation step on the full scored batch (this rank trains on its shard); returns metrics."""
@@ -132,6 +141,7 @@ class Learner:
             "clip_frac": stats[4].item() / tokens, "logprob_mismatch": stats[5].item() / tokens,
             "logprob_mismatch_max": stats[6].item(), "grad_norm": grad_norm, "skipped_update": float(skipped),
             "lr": self.optimizer.param_groups[0]["lr"], "learn_tokens": tokens,
+            "episodes_dropped_frac": 1.0 - self.kept(trajectories).mean().item() if cfg.algo != "ppo" else 0.0,
             "advantage_abs_mean": self._all_reduce_sum(adv_abs) / num_tokens, "learn_s": time.perf_counter() - started,
         }
         if cfg.algo == "ppo":
@@ -146,12 +156,14 @@ class Learner:
         """GRPO/RLOO process supervision: turn rewards normalised over each group's turns on the *full* batch
         (groups straddle shards), then, per micro-batch of this rank's shard, summed from each token's turn on
         (``add``: ``learners.advantages.steps_to_go``) or given to that turn's tokens only (``turn``:
-        ``turn_local``). Turns without sampled tokens are not steps (collate drops them too)."""
+        ``turn_local``), and 0 for an episode ``kept`` drops. Turns without sampled tokens are not steps (collate
+        drops them too)."""
         steps = [[turn.reward for turn in t.turns if turn.end > turn.start] for t in trajectories]
         normalized = normalize_step_rewards(steps, [t.group_id for t in trajectories],
                                             leave_one_out=self.cfg.algo == "rloo",
                                             normalize_std=self.cfg.algo == "grpo" and self.cfg.normalize_std)
-        rows = [normalized[i] for i in mine]
+        kept = self.kept(trajectories)
+        rows = [[r * kept[i].item() for r in normalized[i]] for i in mine]
         place = turn_local if self.cfg.process_reward_mode == "turn" else steps_to_go
         out, at = [], 0
         for mb in micro:

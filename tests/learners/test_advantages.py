@@ -11,6 +11,7 @@ from learners.advantages import (
     broadcast_to_tokens,
     gae,
     grpo_advantages,
+    groups_with_contrast,
     normalize_step_rewards,
     rloo_advantages,
     steps_to_go,
@@ -243,3 +244,12 @@ def test_grpo_with_process_supervision_end_to_end_by_hand():
     close(total, [r0, r1])
     # numerically: row 0 first token 0.707107 - 1.211061 = -0.503954
     assert float(total[0, 0]) == pytest.approx(-0.503954, abs=1e-5)
+
+
+def test_groups_with_contrast_keeps_only_groups_whose_outcomes_differ():
+    # a: solved and failed; b: all failed; c: all solved; d: one episode (no baseline, nothing to compare).
+    kept = groups_with_contrast([1, 0, 0, 0, 1, 1, 1], ["a", "a", "b", "b", "c", "c", "d"])
+    assert kept.tolist() == [1, 1, 0, 0, 0, 0, 0]
+    assert groups_with_contrast([0.0, 0.5], ["a", "a"]).tolist() == [1, 1]  # partial credit is a contrast too
+    with pytest.raises(ValueError, match="group_ids"):
+        groups_with_contrast([1, 0], ["a"])

@@ -184,6 +184,33 @@ def test_process_advantages_on_a_shard_equal_the_full_batch_formula(tokenizer, m
         torch.testing.assert_close(adv[r][mb.loss_mask[r] > 0], want[i][full.loss_mask[i] > 0])
 
 
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_uniform_outcome_groups_drop_zeroes_the_groups_whose_outcomes_are_all_equal(tokenizer, algo):
+    """Group 0 has an outcome contrast. Group 1 failed twice, with totals that differ by shaping only: 'keep' gives
+    it advantages, 'drop' gives it none, outcome or process. Group 2 has no breakdown: its totals are the outcome."""
+    from learners.collate import split
+
+    trajs = _with_turn_rewards(scored_batch(tokenizer, rewards=(1.1, -0.2, 0.1, -0.3, 0.5, 0.5)))
+    outcomes = [1.0, 0.0, 0.0, 0.0, None, None]
+    trajs = [replace(t, reward_breakdown=None if o is None else {"outcome": o, "total": t.reward})
+             for t, o in zip(trajs, outcomes)]
+    learner = Learner.__new__(Learner)  # advantages and _process_advantages need only the config
+    mine = list(range(6))
+    micro = split(collate(trajs, tokenizer.pad_token_id), 2)
+    got = {}
+    for mode in ("keep", "drop"):
+        learner.cfg = replace(CFG, algo=algo, process_reward_mode="turn", uniform_outcome_groups=mode)
+        process = torch.cat([p.abs().sum(1) for p in learner._process_advantages(trajs, mine, micro)])
+        got[mode] = (learner.advantages(trajs).abs(), process)
+    keep, drop = got["keep"], got["drop"]
+    assert (keep[0][:4] > 0).all() and (keep[1] > 0).all()
+    assert (drop[0][2:] == 0).all() and (drop[1][2:] == 0).all()  # group 2: its equal totals are equal outcomes
+    torch.testing.assert_close(drop[0][:2], keep[0][:2])
+    torch.testing.assert_close(drop[1][:2], keep[1][:2])
+    problems = LearnerConfig(algo="ppo", uniform_outcome_groups="drop").validate()
+    assert len(problems) == 1 and "'drop' is for grpo/rloo" in problems[0] and "Fix:" in problems[0]
+
+
 def test_process_reward_mode_add_changes_the_grpo_update_and_none_ignores_turn_rewards(model_path, tokenizer):
     trajs = scored_batch(tokenizer)
     rewarded = _with_turn_rewards(trajs)
