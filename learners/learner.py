@@ -115,6 +115,7 @@ class Learner:
                              f"{num_tokens:g} sampled tokens. Fix: more episodes per step than learner workers")
         micro = split(collate([trajectories[i] for i in mine], self.pad_id), cfg.micro_batch_size)
         frozen = self._frozen_outputs(micro)
+        kept = self.kept(trajectories)
         if cfg.algo == "ppo":
             rewards = torch.split(torch.tensor([trajectories[i].reward for i in mine]), cfg.micro_batch_size)
             advantages, returns = self._gae_targets(micro, frozen, rewards)
@@ -122,7 +123,7 @@ class Learner:
             seq_adv = torch.split(self.advantages(trajectories)[mine], cfg.micro_batch_size)
             advantages = [broadcast_to_tokens(a, mb.loss_mask) for a, mb in zip(seq_adv, micro)]
             if cfg.process_reward_mode != "none":
-                process = self._process_advantages(trajectories, mine, micro)
+                process = self._process_advantages(trajectories, mine, micro, kept)
                 advantages = [a + cfg.process_reward_coef * p for a, p in zip(advantages, process, strict=True)]
             returns = [None] * len(micro)
 
@@ -141,7 +142,7 @@ class Learner:
             "clip_frac": stats[4].item() / tokens, "logprob_mismatch": stats[5].item() / tokens,
             "logprob_mismatch_max": stats[6].item(), "grad_norm": grad_norm, "skipped_update": float(skipped),
             "lr": self.optimizer.param_groups[0]["lr"], "learn_tokens": tokens,
-            "episodes_dropped_frac": 1.0 - self.kept(trajectories).mean().item() if cfg.algo != "ppo" else 0.0,
+            "episodes_dropped_frac": 1.0 - kept.mean().item(),
             "advantage_abs_mean": self._all_reduce_sum(adv_abs) / num_tokens, "learn_s": time.perf_counter() - started,
         }
         if cfg.algo == "ppo":
@@ -151,19 +152,19 @@ class Learner:
             metrics["tis_truncated_frac"] = stats[9].item() / tokens
         return metrics
 
-    def _process_advantages(self, trajectories: Sequence[Trajectory], mine: Sequence[int], micro: list[Batch]
-                            ) -> list[torch.Tensor]:
+    def _process_advantages(self, trajectories: Sequence[Trajectory], mine: Sequence[int], micro: list[Batch],
+                            kept: torch.Tensor) -> list[torch.Tensor]:
         """GRPO/RLOO process supervision: turn rewards normalised over each group's turns on the *full* batch
         (groups straddle shards), then, per micro-batch of this rank's shard, summed from each token's turn on
         (``add``: ``learners.advantages.steps_to_go``) or given to that turn's tokens only (``turn``:
-        ``turn_local``), and 0 for an episode ``kept`` drops. Turns without sampled tokens are not steps (collate
-        drops them too)."""
+        ``turn_local``), and 0 for an episode whose ``kept`` (``Learner.kept``) is 0. Turns without sampled tokens
+        are not steps (collate drops them too)."""
         steps = [[turn.reward for turn in t.turns if turn.end > turn.start] for t in trajectories]
         normalized = normalize_step_rewards(steps, [t.group_id for t in trajectories],
                                             leave_one_out=self.cfg.algo == "rloo",
                                             normalize_std=self.cfg.algo == "grpo" and self.cfg.normalize_std)
-        kept = self.kept(trajectories)
-        rows = [[r * kept[i].item() for r in normalized[i]] for i in mine]
+        weights = kept.tolist()
+        rows = [[r * weights[i] for r in normalized[i]] for i in mine]
         place = turn_local if self.cfg.process_reward_mode == "turn" else steps_to_go
         out, at = [], 0
         for mb in micro:

@@ -178,7 +178,7 @@ def test_process_advantages_on_a_shard_equal_the_full_batch_formula(tokenizer, m
     learner.cfg = replace(CFG, process_reward_mode=mode)
     mine = [1, 3, 5]  # rank 1 of 2
     micro = split(collate([trajs[i] for i in mine], tokenizer.pad_token_id), 2)
-    got = learner._process_advantages(trajs, mine, micro)
+    got = learner._process_advantages(trajs, mine, micro, learner.kept(trajs))
     rows = [(mb, a, r) for mb, a in zip(micro, got) for r in range(len(mb))]
     for i, (mb, adv, r) in zip(mine, rows, strict=True):
         torch.testing.assert_close(adv[r][mb.loss_mask[r] > 0], want[i][full.loss_mask[i] > 0])
@@ -200,7 +200,8 @@ def test_uniform_outcome_groups_drop_zeroes_the_groups_whose_outcomes_are_all_eq
     got = {}
     for mode in ("keep", "drop"):
         learner.cfg = replace(CFG, algo=algo, process_reward_mode="turn", uniform_outcome_groups=mode)
-        process = torch.cat([p.abs().sum(1) for p in learner._process_advantages(trajs, mine, micro)])
+        parts = learner._process_advantages(trajs, mine, micro, learner.kept(trajs))
+        process = torch.cat([p.abs().sum(1) for p in parts])
         got[mode] = (learner.advantages(trajs).abs(), process)
     keep, drop = got["keep"], got["drop"]
     assert (keep[0][:4] > 0).all() and (keep[1] > 0).all()
