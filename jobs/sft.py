@@ -7,6 +7,8 @@
 
 Training runs in this process (plain torch, CUDA when available): one small adapter needs no Ray. Outputs go to
 ``<storage>/sft-<UTC timestamp>/``: ``config.yaml`` (resolved), ``metrics.json`` and ``adapter/`` (or ``out_dir``).
+With ``--config R`` the adapter also fills the warm-start cache entry of ``train.init_adapter: sft:R`` (unless
+overrides change what R trains), so a train job after it does not train the same adapter again.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(format_table(metrics))
+    if args.config:
+        from jobs.warm_start import publish_warm_start
+
+        cached = publish_warm_start(Path(args.config), cfg, out_dir, metrics)
+        print(f"warm start cache: {cached} (what train.init_adapter: sft:{args.config} loads)" if cached else
+              f"warm start cache: not filled, the overrides change what {args.config} trains")
     return 0
 
 

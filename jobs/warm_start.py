@@ -88,27 +88,65 @@ def demos_digest(cfg) -> str:
     return hashlib.sha256(json.dumps(recipe_demos(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
+def recipe_cache_dir(recipe: Path, cfg) -> Path:
+    """Where the warm start trained from ``cfg`` (the recipe at ``recipe``, with the model it is trained for) is
+    cached: a hash of the config (its greedy check and output directory aside) and of its demonstrations."""
+    from dataclasses import replace
+
+    from cluster.model import cache_root
+    from jobs.config_loader import to_dict
+
+    cfg = replace(cfg, check_tasks=0, out_dir=None)
+    key = hashlib.sha256((json.dumps(to_dict(cfg), sort_keys=True) + demos_digest(cfg)).encode()).hexdigest()[:12]
+    return cache_root() / "sft" / f"{Path(recipe).stem}-{key}"
+
+
+def _install(target: Path, adapter: Path, metrics: dict) -> None:
+    """Copy a trained adapter into the cache entry ``target`` (a temp directory, then renamed: atomic)."""
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    if tmp.resolve() != adapter.resolve():
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(adapter, tmp)
+    (tmp / "sft_metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
+                                                      if k not in ("steps", "check", "adapter")}))
+    (tmp / "DONE").write_text(str(adapter))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
 def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
     """Train the recipe's adapter once per (recipe, model, demonstrations) and cache it; concurrent callers train
     it once."""
     from dataclasses import replace
 
-    from cluster.model import build_once, cache_root, resolve_model
-    from jobs.config_loader import load_config, to_dict
+    from cluster.model import build_once, resolve_model
+    from jobs.config_loader import load_config
     from learners.sft import SFTConfig, train_sft
 
     cfg = replace(load_config(SFTConfig, recipe), model=model, check_tasks=0, out_dir=None)
-    key = hashlib.sha256((json.dumps(to_dict(cfg), sort_keys=True) + demos_digest(cfg)).encode()).hexdigest()[:12]
-    target = cache_root() / "sft" / f"{Path(recipe).stem}-{key}"
+    target = recipe_cache_dir(recipe, cfg)
 
     def build() -> None:
         log(f"warm start: training the SFT recipe {recipe} once (cached at {target})")
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         metrics = train_sft(cfg, resolve_model(model), tmp, log=lambda line: log(f"  sft {line}"))
-        (tmp / "sft_metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "steps"}))
-        (tmp / "DONE").write_text(str(recipe))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        _install(target, tmp, metrics)
 
     return build_once(target, build)
+
+
+def publish_warm_start(recipe: Path, cfg, adapter: Path, metrics: dict) -> Path | None:
+    """``python -m jobs.sft --config R`` trained exactly recipe R's warm start: put its adapter in the cache, so a
+    train job with ``init_adapter: sft:R`` uses it instead of training the same adapter again. Returns the cache
+    entry, or None when overrides changed what the recipe trains (then the adapter is the run's alone)."""
+    from dataclasses import replace
+
+    from cluster.model import build_once
+    from jobs.config_loader import load_config
+    from learners.sft import SFTConfig
+
+    target = recipe_cache_dir(recipe, cfg)
+    if target != recipe_cache_dir(recipe, replace(load_config(SFTConfig, recipe), model=cfg.model)):
+        return None
+    return build_once(target, lambda: _install(target, Path(adapter), metrics))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from jobs.config import EvalSection, TrainSection
@@ -34,6 +35,29 @@ def test_the_cache_key_follows_the_demonstrations_not_only_the_recipe(tmp_path, 
     from_file = demos_digest(SFTConfig(demos_path=str(path)))
     path.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}]}\n')
     assert demos_digest(SFTConfig(demos_path=str(path))) != from_file
+
+
+def test_an_sft_run_whose_overrides_change_the_recipe_is_not_the_recipes_warm_start(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from jobs.config_loader import load_config
+    from jobs.warm_start import publish_warm_start, recipe_cache_dir
+
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("num_demos: 4\ncheck_tasks: 2\n")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    cfg = load_config(SFTConfig, recipe)
+    assert publish_warm_start(recipe, replace(cfg, lr=1e-5), adapter, {}) is None
+    assert not (tmp_path / "cache").exists()
+    # the greedy check and the output directory do not change the adapter; another model is its own entry
+    assert recipe_cache_dir(recipe, replace(cfg, check_tasks=0, out_dir="x")) == recipe_cache_dir(recipe, cfg)
+    other = publish_warm_start(recipe, replace(cfg, model="other-model"), adapter, {"steps": [1]})
+    assert other == recipe_cache_dir(recipe, replace(cfg, model="other-model")) != recipe_cache_dir(recipe, cfg)
+    assert (other / "DONE").exists() and (other / "adapter_config.json").exists()
+    assert json.loads((other / "sft_metrics.json").read_text()) == {}
 
 
 def test_bad_specs_name_the_fix(tmp_path):

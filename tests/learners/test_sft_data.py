@@ -230,16 +230,30 @@ def test_sft_job_bad_config_exits_2(tmp_path, capsys):
     assert "lr: must be > 0" in err and "epochs: must be >= 1" in err and "lora.rank: must be >= 1" in err
 
 
-def test_sft_job_runs_and_writes_its_outputs(tmp_path, capsys):
+def test_sft_job_runs_writes_its_outputs_and_fills_the_warm_start_cache(tmp_path, capsys, monkeypatch):
+    """``jobs.sft --config R`` then a train job with ``init_adapter: sft:R``: the train job loads the adapter the
+    SFT job trained instead of training the same one again (it did, for 15 min on support_desk)."""
+    import learners.sft
     from jobs.sft import main
+    from jobs.warm_start import sft_recipe_adapter
 
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
     demos = tiny_demos(tmp_path / "d.jsonl", n=2)
-    assert main([f"demos_path={demos}", f"storage={tmp_path / 'runs'}", "check_tasks=0", "batch_size=2"]) == 0
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"demos_path: {demos}\nstorage: {tmp_path / 'runs'}\ncheck_tasks: 0\nbatch_size: 2\n")
+    assert main(["--config", str(recipe)]) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
     assert json.loads((run_dir / "metrics.json").read_text())["num_examples"] == 2
     assert "demos_path" in (run_dir / "config.yaml").read_text()
-    assert "adapter" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "adapter" in out and "warm start cache: " + str(tmp_path / "cache") in out
+
+    monkeypatch.setattr(learners.sft, "train_sft", lambda *a, **k: pytest.fail("the cached adapter was trained again"))
+    cached = sft_recipe_adapter(recipe, "smollm2-135m")
+    assert (cached / "adapter_model.safetensors").read_bytes() == \
+        (run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert json.loads((cached / "sft_metrics.json").read_text())["num_examples"] == 2
 
 
 def test_extra_demos_add_that_many_of_a_kind_after_the_same_mixed_demos():
