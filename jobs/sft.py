@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.warm_start import publish_warm_start
 
         cached = publish_warm_start(Path(args.config), cfg, out_dir, metrics)
-        print(f"warm start cache: {cached} (what train.init_adapter: sft:{args.config} loads)" if cached else
+        print(f"warm start cache: {cached} (what train.init_adapter: sft:{args.config} loads; an entry already "
+              "there is kept)" if cached else
               f"warm start cache: not filled, the overrides change what {args.config} trains")
     return 0
 

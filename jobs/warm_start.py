@@ -101,15 +101,16 @@ def recipe_cache_dir(recipe: Path, cfg) -> Path:
     return cache_root() / "sft" / f"{Path(recipe).stem}-{key}"
 
 
-def _install(target: Path, adapter: Path, metrics: dict) -> None:
-    """Copy a trained adapter into the cache entry ``target`` (a temp directory, then renamed: atomic)."""
+def _install(target: Path, adapter: Path, metrics: dict, source: str) -> None:
+    """Copy a trained adapter into the cache entry ``target`` (a temp directory, then renamed: atomic); ``DONE``
+    names where it came from."""
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     if tmp.resolve() != adapter.resolve():
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(adapter, tmp)
     (tmp / "sft_metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
                                                       if k not in ("steps", "check", "adapter")}))
-    (tmp / "DONE").write_text(str(adapter))
+    (tmp / "DONE").write_text(source)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
 
@@ -131,7 +132,7 @@ def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         metrics = train_sft(cfg, resolve_model(model), tmp, log=lambda line: log(f"  sft {line}"))
-        _install(target, tmp, metrics)
+        _install(target, tmp, metrics, str(recipe))
 
     return build_once(target, build)
 
@@ -139,7 +140,8 @@ def sft_recipe_adapter(recipe: Path, model: str, *, log=print) -> Path:
 def publish_warm_start(recipe: Path, cfg, adapter: Path, metrics: dict) -> Path | None:
     """``python -m jobs.sft --config R`` trained exactly recipe R's warm start: put its adapter in the cache, so a
     train job with ``init_adapter: sft:R`` uses it instead of training the same adapter again. Returns the cache
-    entry, or None when overrides changed what the recipe trains (then the adapter is the run's alone)."""
+    entry, or None when overrides changed what the recipe trains (then the adapter is the run's alone). An entry
+    already there is kept: the recipe's warm start is trained once."""
     from dataclasses import replace
 
     from cluster.model import build_once
@@ -149,4 +151,4 @@ def publish_warm_start(recipe: Path, cfg, adapter: Path, metrics: dict) -> Path 
     target = recipe_cache_dir(recipe, cfg)
     if target != recipe_cache_dir(recipe, replace(load_config(SFTConfig, recipe), model=cfg.model)):
         return None
-    return build_once(target, lambda: _install(target, Path(adapter), metrics))
+    return build_once(target, lambda: _install(target, Path(adapter), metrics, f"{recipe} (jobs.sft: {adapter})"))
