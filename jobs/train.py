@@ -2,7 +2,8 @@
 
     python -m jobs.train                                     # configs/train.yaml: local Ray, CPU, SmolLM2, GRPO
     python -m jobs.train --config configs/train_grpo.yaml train.steps=4
-    python -m jobs.train --resume run.run_dir=runs/<run>     # continue from the run's latest checkpoint
+    python -m jobs.train --resume run.run_dir=runs/<run>     # continue from the run's latest checkpoint, with its
+                                                             # own config.yaml unless --config names another
     ray job submit --working-dir . -- python -m jobs.train --config configs/train.yaml
 
 Shape (docs/design.md, "Who owns the loop"): the learner group is Ray Train (`TorchTrainer`: process group,
@@ -36,9 +37,28 @@ from rewards.monitor import hacking_report, hacking_warning, reward_stats
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.yaml")
 
 
+def config_path(config: str | None, resume: bool, overrides: list[str]) -> str:
+    """The config file to load: ``--config`` when given; else, with ``--resume``, the run's own ``config.yaml`` (as
+    it was started, overrides included), so ``--resume run.run_dir=runs/<run>`` continues that run and not the
+    default config's; else configs/train.yaml.
+
+    >>> config_path("my.yaml", True, ["run.run_dir=/nowhere"])
+    'my.yaml'
+    >>> config_path(None, True, ["run.run_dir=/nowhere"]) == config_path(None, False, []) == DEFAULT_CONFIG
+    True
+    """
+    if config:
+        return config
+    run_dir = next((item.split("=", 1)[1] for item in overrides if item.startswith("run.run_dir=")), None)
+    if resume and run_dir and (Path(run_dir) / "config.yaml").is_file():
+        return str(Path(run_dir) / "config.yaml")
+    return DEFAULT_CONFIG
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, __doc__, DEFAULT_CONFIG, resume=True)
-    cfg, code = config_from_cli(RunConfig, args.config, args.overrides, args.list_fields)
+    args = parse_args(argv, __doc__, resume=True)
+    cfg, code = config_from_cli(RunConfig, config_path(args.config, args.resume, args.overrides), args.overrides,
+                                args.list_fields)
     if cfg is None:
         return code
     if cfg.training_problems():

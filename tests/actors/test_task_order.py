@@ -124,3 +124,34 @@ def test_train_refuses_to_resume_a_run_under_another_order_and_keeps_its_config(
     err = capsys.readouterr().err
     assert f"--resume {step}" in err and "24 tasks in a shuffled order; this run has 24 tasks in a stratified" in err
     assert (tmp_path / "config.yaml").read_text() == "the run's own config\n"
+
+
+def test_train_resume_without_config_loads_the_runs_own_config(tmp_path, capsys):
+    """jobs.train --resume run.run_dir=R with no --config reads R/config.yaml, not configs/train.yaml: here the
+    run's config stratifies 24 support_desk tasks while its checkpoint walked them shuffled, and the refusal names
+    the run's settings (the default config has other tasks and no stratification)."""
+    import json
+
+    import yaml
+
+    from jobs.train import main
+
+    step = tmp_path / "checkpoints" / "step_000002"
+    step.mkdir(parents=True)
+    cursor = json.dumps({"position": 6, "seed": 1, "num_tasks": 24, "order": "shuffled"}).encode()
+    (step / "cursor.json").write_bytes(cursor)
+    (step / "step.json").write_text(json.dumps({"step": 2, "files": {"cursor.json": len(cursor)}}))
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "train_support_desk.yaml").read_text())
+    config["tasks"].update(num_tasks=24, seed=1)
+    config["train"]["stratify_kinds"] = True
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["--resume", f"run.run_dir={tmp_path}"]) == 2
+    assert "24 tasks in a shuffled order; this run has 24 tasks in a stratified" in capsys.readouterr().err
+
+
+def test_train_doctests():
+    import doctest
+
+    import jobs.train
+
+    assert doctest.testmod(jobs.train).failed == 0
