@@ -27,7 +27,7 @@ from cluster.plan import ensure_fits, plan_for
 from envs.task_source import kinds_of, load_tasks
 from jobs.checkpoints import checkpoint_cursor, checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
 from jobs.config import RunConfig, make_run_dir
-from jobs.config_loader import ConfigError, config_from_cli, from_dict, to_dict
+from jobs.config_loader import ConfigError, config_from_cli, from_dict, parse_overrides, to_dict
 from jobs.metrics import MetricsLog, step_line
 from jobs.rollout import parse_args
 from jobs.summary import summarize
@@ -47,11 +47,15 @@ def config_path(config: str | None, resume: bool, overrides: list[str]) -> str:
     >>> config_path(None, True, ["run.run_dir=/nowhere"]) == config_path(None, False, []) == DEFAULT_CONFIG
     True
     """
-    if config:
-        return config
-    run_dir = next((item.split("=", 1)[1] for item in overrides if item.startswith("run.run_dir=")), None)
-    if resume and run_dir and (Path(run_dir) / "config.yaml").is_file():
-        return str(Path(run_dir) / "config.yaml")
+    if config or not resume:
+        return config or DEFAULT_CONFIG
+    try:  # the overrides as config_from_cli reads them: YAML values, the last one wins
+        run = parse_overrides(overrides).get("run")
+    except ConfigError:
+        return DEFAULT_CONFIG  # config_from_cli names the bad override
+    run_dir = run.get("run_dir") if isinstance(run, dict) else None
+    if run_dir and (Path(str(run_dir)) / "config.yaml").is_file():
+        return str(Path(str(run_dir)) / "config.yaml")
     return DEFAULT_CONFIG
 
 
