@@ -105,17 +105,23 @@ def test_a_checkpoint_cursor_goes_on_only_over_the_same_pool_and_order():
     assert "Fix: resume with the run's own task settings" in resume_mismatch(saved, TaskCursor(128, seed=1))
 
 
-def test_train_refuses_to_resume_a_run_under_another_order_and_keeps_its_config(tmp_path, capsys):
-    """jobs.train --resume with train.stratify_kinds flipped: exit 2 before Ray starts, the run's files untouched."""
+def _shuffled_checkpoint(run_dir: Path) -> Path:
+    """A step-2 checkpoint in ``run_dir`` whose task cursor walked 24 tasks in a shuffled order (seed 1)."""
     import json
 
-    from jobs.train import main
-
-    step = tmp_path / "checkpoints" / "step_000002"
+    step = run_dir / "checkpoints" / "step_000002"
     step.mkdir(parents=True)
     cursor = json.dumps({"position": 6, "seed": 1, "num_tasks": 24, "order": "shuffled"}).encode()
     (step / "cursor.json").write_bytes(cursor)
     (step / "step.json").write_text(json.dumps({"step": 2, "files": {"cursor.json": len(cursor)}}))
+    return step
+
+
+def test_train_refuses_to_resume_a_run_under_another_order_and_keeps_its_config(tmp_path, capsys):
+    """jobs.train --resume with train.stratify_kinds flipped: exit 2 before Ray starts, the run's files untouched."""
+    from jobs.train import main
+
+    step = _shuffled_checkpoint(tmp_path)
     (tmp_path / "config.yaml").write_text("the run's own config\n")
     config = Path(__file__).resolve().parents[2] / "configs" / "train_support_desk.yaml"
     argv = ["--config", str(config), "--resume", f"run.run_dir={tmp_path}",
@@ -130,17 +136,11 @@ def test_train_resume_without_config_loads_the_runs_own_config(tmp_path, capsys)
     """jobs.train --resume run.run_dir=R with no --config reads R/config.yaml, not configs/train.yaml: here the
     run's config stratifies 24 support_desk tasks while its checkpoint walked them shuffled, and the refusal names
     the run's settings (the default config has other tasks and no stratification)."""
-    import json
-
     import yaml
 
     from jobs.train import main
 
-    step = tmp_path / "checkpoints" / "step_000002"
-    step.mkdir(parents=True)
-    cursor = json.dumps({"position": 6, "seed": 1, "num_tasks": 24, "order": "shuffled"}).encode()
-    (step / "cursor.json").write_bytes(cursor)
-    (step / "step.json").write_text(json.dumps({"step": 2, "files": {"cursor.json": len(cursor)}}))
+    _shuffled_checkpoint(tmp_path)
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "train_support_desk.yaml").read_text())
     config["tasks"].update(num_tasks=24, seed=1)
     config["train"]["stratify_kinds"] = True
