@@ -40,12 +40,16 @@ DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "train.ya
 def config_path(config: str | None, resume: bool, overrides: list[str]) -> str:
     """The config file to load: ``--config`` when given; else, with ``--resume``, the run's own ``config.yaml`` (as
     it was started, overrides included), so ``--resume run.run_dir=runs/<run>`` continues that run and not the
-    default config's; else configs/train.yaml.
+    default config's; else configs/train.yaml. ``--resume`` with neither ``--config`` nor a run directory that
+    holds a config.yaml is refused (ConfigError): a mistyped path would otherwise start a fresh default run.
 
-    >>> config_path("my.yaml", True, ["run.run_dir=/nowhere"])
-    'my.yaml'
-    >>> config_path(None, True, ["run.run_dir=/nowhere"]) == config_path(None, False, []) == DEFAULT_CONFIG
-    True
+    >>> config_path("my.yaml", True, ["run.run_dir=/nowhere"]), config_path(None, False, []) == DEFAULT_CONFIG
+    ('my.yaml', True)
+    >>> config_path(None, True, ["run.run_dir=/nowhere"])
+    Traceback (most recent call last):
+    ...
+    jobs.config_loader.ConfigError: invalid config (1 problem):
+      - --resume run.run_dir=/nowhere: no config.yaml there, so it is not a run directory (a run writes its config.yaml when it starts). Fix: give the run's directory (runs/<name>-<time>), or name its config with --config
     """
     if config or not resume:
         return config or DEFAULT_CONFIG
@@ -54,15 +58,24 @@ def config_path(config: str | None, resume: bool, overrides: list[str]) -> str:
     except ConfigError:
         return DEFAULT_CONFIG  # config_from_cli names the bad override
     run_dir = run.get("run_dir") if isinstance(run, dict) else None
-    if run_dir and (Path(str(run_dir)) / "config.yaml").is_file():
-        return str(Path(str(run_dir)) / "config.yaml")
-    return DEFAULT_CONFIG
+    if not run_dir:
+        raise ConfigError(["--resume without run.run_dir: nothing names the run to continue. Fix: add "
+                           "run.run_dir=runs/<run> (the run's config.yaml is loaded from it)"])
+    if not (Path(str(run_dir)) / "config.yaml").is_file():
+        raise ConfigError([f"--resume run.run_dir={run_dir}: no config.yaml there, so it is not a run directory (a run "
+                           "writes its config.yaml when it starts). Fix: give the run's directory "
+                           "(runs/<name>-<time>), or name its config with --config"])
+    return str(Path(str(run_dir)) / "config.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__, resume=True)
-    cfg, code = config_from_cli(RunConfig, config_path(args.config, args.resume, args.overrides), args.overrides,
-                                args.list_fields)
+    try:
+        path = config_path(args.config, args.resume, args.overrides)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    cfg, code = config_from_cli(RunConfig, path, args.overrides, args.list_fields)
     if cfg is None:
         return code
     if cfg.training_problems():

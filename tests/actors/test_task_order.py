@@ -149,6 +149,20 @@ def test_train_resume_without_config_loads_the_runs_own_config(tmp_path, capsys)
     assert "24 tasks in a shuffled order; this run has 24 tasks in a stratified" in capsys.readouterr().err
 
 
+def test_train_resume_of_a_directory_that_is_no_run_is_refused_and_starts_nothing(tmp_path, capsys):
+    """A mistyped --resume run.run_dir (or none) used to start a fresh configs/train.yaml run there: now exit 2
+    naming the path and the fix, before Ray starts, and no directory is made."""
+    from jobs.train import main
+
+    typo = tmp_path / "grpo-sd-typo"
+    assert main(["--resume", f"run.run_dir={typo}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume run.run_dir={typo}: no config.yaml there" in err and "Fix:" in err
+    assert not typo.exists()
+    assert main(["--resume"]) == 2
+    assert "--resume without run.run_dir" in capsys.readouterr().err
+
+
 def test_train_doctests():
     import doctest
 
