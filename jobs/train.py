@@ -45,11 +45,11 @@ def config_path(config: str | None, resume: bool, overrides: list[str]) -> str:
 
     >>> config_path("my.yaml", True, ["run.run_dir=/nowhere"]), config_path(None, False, []) == DEFAULT_CONFIG
     ('my.yaml', True)
-    >>> config_path(None, True, ["run.run_dir=/nowhere"])
+    >>> config_path(None, True, ["run.run_dir=/nowhere"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     jobs.config_loader.ConfigError: invalid config (1 problem):
-      - --resume run.run_dir=/nowhere: no config.yaml there, so it is not a run directory (a run writes its config.yaml when it starts). Fix: give the run's directory (runs/<name>-<time>), or name its config with --config
+      - --resume run.run_dir=/nowhere: no config.yaml there, so it is not a run directory ... Fix: ...
     """
     if config or not resume:
         return config or DEFAULT_CONFIG
